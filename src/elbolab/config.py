@@ -1,0 +1,539 @@
+"""Typed configuration: one dataclass per component, named presets, TOML load/save, ``--set`` overrides.
+
+Every component has its own dataclass (``DataConfig``, ``UNetConfig``, ``DiffusionConfig``, ``TrainConfig``,
+``SampleConfig``); a run is a ``RunConfig`` that composes them. Closed option sets are ``str`` Enums, so
+that TOML stays readable (``prediction = "eps"``) while the code compares against members. Every value that
+enters from outside (TOML, ``--set key=value``, keyword arguments) goes through :func:`coerce`, which names
+the field, the bad value and what is allowed.
+
+Presets are plain functions in :data:`PRESETS` (no ``exec``, no class-name strings); ``configs/*.toml`` are
+the same presets written out for users to copy and edit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import os
+import sys
+import tempfile
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Union
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on Python 3.10
+    import tomli as tomllib
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid; the message names it and lists what is allowed."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Closed option sets
+# --------------------------------------------------------------------------------------------------
+class Family(str, enum.Enum):
+    """Model family of a run."""
+
+    DDPM = "ddpm"
+
+
+class ScheduleKind(str, enum.Enum):
+    LINEAR = "linear"  # Ho et al. 2020: beta from 1e-4 to 0.02
+    COSINE = "cosine"  # Nichol & Dhariwal 2021, s = 0.008
+
+
+class PredictionKind(str, enum.Enum):
+    """What the network outputs; mirrors ``elbolab.diffusion.Prediction``."""
+
+    EPS = "eps"
+    X0 = "x0"
+    V = "v"
+    SCORE = "score"
+
+
+class VarianceKind(str, enum.Enum):
+    """Reverse-process variance sigma_t^2 of Ho et al. 2020, Sec. 3.2."""
+
+    BETA = "beta"  # sigma_t^2 = beta_t ("fixed large")
+    BETA_TILDE = "beta_tilde"  # sigma_t^2 = beta~_t = (1 - abar_{t-1}) / (1 - abar_t) beta_t ("fixed small")
+
+
+class LossKind(str, enum.Enum):
+    SIMPLE = "simple"  # L_simple of Algorithm 1 (unweighted MSE on the predicted quantity)
+    ELBO = "elbo"  # the true ELBO weighting of the denoising-matching KL
+
+
+class TimeEmbedding(str, enum.Enum):
+    SINUSOIDAL = "sinusoidal"
+    FOURIER = "fourier"  # random Fourier features
+
+
+class TimeInjection(str, enum.Enum):
+    ADD = "add"  # h + W e(t)
+    SCALE_SHIFT = "scale_shift"  # adaptive group norm: (1 + s) GN(h) + b
+
+
+class Precision(str, enum.Enum):
+    FP32 = "fp32"
+    BF16 = "bf16"  # bf16 autocast (the one optimisation that pays on this CPU, see perf-notes)
+
+
+class SamplerKind(str, enum.Enum):
+    ANCESTRAL = "ancestral"
+    DDIM = "ddim"
+
+
+class Spacing(str, enum.Enum):
+    """How a sampler with fewer steps than T picks its timesteps."""
+
+    LEADING = "leading"  # DDIM paper: t = 1, 1 + k, 1 + 2k, ...
+    LINSPACE = "linspace"  # evenly spaced from 1 to T inclusive
+    TRAILING = "trailing"  # starts at t = T: T, T - k, ...
+
+
+# --------------------------------------------------------------------------------------------------
+# Component configs
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class DataConfig:
+    """Which dataset and how to read it.
+
+    ``name``: ``mnist-embedded`` (default, ships in the package), ``mnist``, ``fashion-mnist``, ``cifar10``,
+    ``imagefolder:PATH``, or a toy distribution (see ``elbolab.data``).
+    """
+
+    name: str = "mnist-embedded"
+    data_dir: str = ""  # "" means $ELBOLAB_DATA or the cache ~/.cache/elbolab
+    split: str = "train"
+    image_size: int = 0  # 0 keeps the dataset's own size (imagefolder: required or 32)
+    channels: int = 0  # 0 keeps the dataset's own channels; 1 = grey, 3 = RGB
+    dequantize: bool = False  # uniform dequantisation of 8-bit data
+    limit: int = 0  # use only the first N examples (0 = all)
+    holdout: int = 1000  # examples held out from a single-split dataset for evaluation
+    on_error: str = "fail"  # imagefolder: "fail" or "skip" unreadable files
+
+
+@dataclass
+class UNetConfig:
+    """U-Net of the lecture notes (residual blocks, self-attention, time embedding)."""
+
+    in_channels: int = 1
+    out_channels: int = 0  # 0 means same as in_channels
+    image_size: int = 28
+    base_channels: int = 32
+    channel_mults: tuple[int, ...] = (1, 2, 2)
+    num_res_blocks: int = 2
+    attention_resolutions: tuple[int, ...] = (7,)
+    head_dim: int = 32  # fewer, wider heads: SDPA backward with many small heads is slow on CPU
+    dropout: float = 0.0
+    groups: int = 8  # GroupNorm groups
+    time_embedding: TimeEmbedding = TimeEmbedding.SINUSOIDAL
+    time_injection: TimeInjection = TimeInjection.SCALE_SHIFT
+    num_classes: int = 0  # 0 = unconditional; otherwise a label embedding with a learned null class
+
+
+@dataclass
+class DiffusionConfig:
+    """Noise schedule, parameterisation and training loss of a Gaussian diffusion (DDPM)."""
+
+    schedule: ScheduleKind = ScheduleKind.LINEAR
+    T: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    cosine_s: float = 0.008
+    prediction: PredictionKind = PredictionKind.EPS
+    variance: VarianceKind = VarianceKind.BETA_TILDE
+    loss: LossKind = LossKind.SIMPLE
+    importance_sampling: bool = False  # sample t by the running loss (improved DDPM)
+
+
+@dataclass
+class TrainConfig:
+    """Optimiser, schedule of the run, stopping rule, logging and checkpoints."""
+
+    batch_size: int = 128
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, ...] = (0.9, 0.999)
+    warmup_steps: int = 200
+    grad_clip: float = 1.0  # 0 disables clipping
+    ema_decay: float = 0.999
+    ema_warmup: bool = True  # decay min(ema_decay, (1 + n) / (10 + n))
+    precision: Precision = Precision.BF16
+    steps: int = 0  # stop after this many optimiser steps (0 = no limit)
+    epochs: float = 0.0  # stop after this many passes over the data (0 = no limit)
+    minutes: float = 0.0  # stop after this much wall time (0 = no limit)
+    seed: int = 0
+    log_every: int = 50
+    sample_every: int = 0  # steps between sample grids (0 = only at the end)
+    checkpoint_every: int = 500  # steps between checkpoints
+    num_workers: int = 0
+
+
+@dataclass
+class SampleConfig:
+    """Default sampler of a run (used for sample grids and ``elbolab sample``)."""
+
+    sampler: SamplerKind = SamplerKind.DDIM
+    steps: int = 50
+    eta: float = 0.0
+    spacing: Spacing = Spacing.LEADING
+    n: int = 64
+
+
+@dataclass
+class RunConfig:
+    """Everything a training run needs; written to ``config.toml`` in the run folder."""
+
+    family: Family = Family.DDPM
+    data: DataConfig = field(default_factory=DataConfig)
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+
+# --------------------------------------------------------------------------------------------------
+# Type-checked coercion
+# --------------------------------------------------------------------------------------------------
+def _describe(tp: Any) -> str:
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return "one of " + ", ".join(repr(m.value) for m in tp)
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        return f"a list of {_describe(typing.get_args(tp)[0])}"
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def coerce(value: Any, tp: Any, name: str) -> Any:
+    """Convert ``value`` to the annotated type ``tp`` or raise :class:`ConfigError` naming ``name``."""
+    bad = ConfigError(f"{name} = {value!r} is not valid: expected {_describe(tp)}")
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        if isinstance(value, tp):
+            return value
+        try:
+            return tp(value)
+        except ValueError:
+            raise bad from None
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return coerce(value, a, name)
+            except ConfigError:
+                pass
+        raise bad
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        (elem, *_rest) = typing.get_args(tp)
+        return tuple(coerce(v, elem, f"{name}[{i}]") for i, v in enumerate(value))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise bad
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise bad
+        return from_dict(tp, value, prefix=name)
+    raise ConfigError(f"{name}: unsupported field type {tp!r}")  # a programming error in a config class
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a (nested) dict, checking every key and value."""
+    types_ = _field_types(cls)
+    unknown = sorted(set(data) - set(types_))
+    if unknown:
+        where = f"[{prefix}]" if prefix else "the top level"
+        raise ConfigError(
+            f"unknown key(s) {', '.join(unknown)} in {where}; valid keys: {', '.join(sorted(types_))}"
+        )
+    kwargs = {k: coerce(v, types_[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
+    obj = cls(**kwargs)
+    validate(obj, prefix)
+    return obj
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """Dataclass -> plain dict of TOML-representable values (Enums become their values)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if dataclasses.is_dataclass(v):
+            out[f.name] = to_dict(v)
+        elif isinstance(v, enum.Enum):
+            out[f.name] = v.value
+        elif isinstance(v, tuple):
+            out[f.name] = [x.value if isinstance(x, enum.Enum) else x for x in v]
+        else:
+            out[f.name] = v
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Range validation beyond types
+# --------------------------------------------------------------------------------------------------
+_POSITIVE = {
+    "UNetConfig": ("in_channels", "image_size", "base_channels", "num_res_blocks", "head_dim", "groups"),
+    "DiffusionConfig": ("T",),
+    "TrainConfig": ("batch_size", "lr", "log_every", "checkpoint_every"),
+    "SampleConfig": ("steps", "n"),
+}
+_NON_NEGATIVE = {
+    "DataConfig": ("image_size", "channels", "limit", "holdout"),
+    "UNetConfig": ("out_channels", "num_classes", "dropout"),
+    "TrainConfig": ("weight_decay", "warmup_steps", "grad_clip", "steps", "epochs", "minutes",
+                    "sample_every", "num_workers"),
+}
+
+
+def validate(obj: Any, prefix: str = "") -> None:
+    """Check value ranges of a component config; raises :class:`ConfigError`."""
+    cls = type(obj).__name__
+
+    def name(f: str) -> str:
+        return f"{prefix}.{f}" if prefix else f
+
+    for f in _POSITIVE.get(cls, ()):
+        if getattr(obj, f) <= 0:
+            raise ConfigError(f"{name(f)} = {getattr(obj, f)!r} must be > 0")
+    for f in _NON_NEGATIVE.get(cls, ()):
+        if getattr(obj, f) < 0:
+            raise ConfigError(f"{name(f)} = {getattr(obj, f)!r} must be >= 0")
+    if isinstance(obj, DataConfig):
+        if obj.on_error not in ("fail", "skip"):
+            raise ConfigError(f"{name('on_error')} = {obj.on_error!r}: expected 'fail' or 'skip'")
+        if obj.channels not in (0, 1, 3):
+            raise ConfigError(f"{name('channels')} = {obj.channels!r}: expected 0 (keep), 1 or 3")
+        if obj.split not in ("train", "test"):
+            raise ConfigError(f"{name('split')} = {obj.split!r}: expected 'train' or 'test'")
+    if isinstance(obj, UNetConfig):
+        if not obj.channel_mults or any(m <= 0 for m in obj.channel_mults):
+            raise ConfigError(f"{name('channel_mults')} = {list(obj.channel_mults)}: need positive integers")
+        if not 0.0 <= obj.dropout < 1.0:
+            raise ConfigError(f"{name('dropout')} = {obj.dropout!r} must be in [0, 1)")
+    if isinstance(obj, DiffusionConfig):
+        if not 0.0 < obj.beta_start <= obj.beta_end < 1.0:
+            raise ConfigError(
+                f"{name('beta_start')} = {obj.beta_start!r}, {name('beta_end')} = {obj.beta_end!r}: "
+                "need 0 < beta_start <= beta_end < 1"
+            )
+    if isinstance(obj, TrainConfig):
+        if not 0.0 <= obj.ema_decay < 1.0:
+            raise ConfigError(f"{name('ema_decay')} = {obj.ema_decay!r} must be in [0, 1)")
+    if isinstance(obj, SampleConfig):
+        if not 0.0 <= obj.eta <= 1.0:
+            raise ConfigError(f"{name('eta')} = {obj.eta!r} must be in [0, 1]")
+
+
+# --------------------------------------------------------------------------------------------------
+# --set overrides
+# --------------------------------------------------------------------------------------------------
+def _parse_scalar(text: str) -> Any:
+    """Parse the right-hand side of ``--set key=value`` as a TOML value, falling back to a bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
+    """Return a copy of ``cfg`` with ``["train.lr=1e-3", "unet.channel_mults=[1,2]"]`` applied, type-checked."""
+    data = to_dict(cfg)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.lr=1e-3")
+        key, text = item.split("=", 1)
+        path = key.strip().split(".")
+        node, cls = data, type(cfg)
+        for i, part in enumerate(path):
+            types_ = _field_types(cls)
+            if part not in types_:
+                where = ".".join(path[:i]) or "the top level"
+                raise ConfigError(
+                    f"--set {key}: unknown key {part!r} in {where}; valid keys: {', '.join(sorted(types_))}"
+                )
+            if i == len(path) - 1:
+                if dataclasses.is_dataclass(types_[part]):
+                    raise ConfigError(f"--set {key}: {key} is a section; set one of its keys, e.g. {key}.<key>")
+                node[part] = _parse_scalar(text.strip())
+            else:
+                if not dataclasses.is_dataclass(types_[part]):
+                    raise ConfigError(f"--set {key}: {'.'.join(path[: i + 1])} is not a section")
+                node, cls = node[part], types_[part]
+    return from_dict(type(cfg), data)
+
+
+# --------------------------------------------------------------------------------------------------
+# TOML
+# --------------------------------------------------------------------------------------------------
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {v!r} to TOML")
+
+
+def dumps_toml(cfg: Any) -> str:
+    """Serialise a dataclass config to TOML text (scalars first, then one table per nested section)."""
+
+    def emit(d: dict[str, Any], prefix: str, lines: list[str]) -> None:
+        for k, v in d.items():
+            if not isinstance(v, dict):
+                lines.append(f"{k} = {_toml_value(v)}")
+        for k, v in d.items():
+            if isinstance(v, dict):
+                lines.append("")
+                lines.append(f"[{prefix}{k}]")
+                emit(v, f"{prefix}{k}.", lines)
+
+    lines: list[str] = []
+    emit(to_dict(cfg), "", lines)
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_toml(cfg: Any, path: str | os.PathLike[str]) -> None:
+    atomic_write_text(path, dumps_toml(cfg))
+
+
+def load_toml(path: str | os.PathLike[str], cls: type = RunConfig) -> Any:
+    """Read a TOML file into ``cls``; a syntax error or bad value names the file."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    try:
+        return from_dict(cls, data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# Presets
+# --------------------------------------------------------------------------------------------------
+def unet_preset(name: str) -> UNetConfig:
+    """U-Net presets: ``tiny`` (tests), ``mnist`` (28x28 grey), ``cifar`` (32x32 RGB)."""
+    presets: dict[str, Callable[[], UNetConfig]] = {
+        "tiny": lambda: UNetConfig(base_channels=8, channel_mults=(1, 2), num_res_blocks=1,
+                                   attention_resolutions=(14,), head_dim=8, groups=4),
+        "mnist": lambda: UNetConfig(),
+        "cifar": lambda: UNetConfig(in_channels=3, image_size=32, base_channels=64, channel_mults=(1, 2, 2, 2),
+                                    attention_resolutions=(16,), head_dim=64, groups=32, dropout=0.1),
+    }
+    if name not in presets:
+        raise ConfigError(f"unknown U-Net preset {name!r}; choices: {', '.join(presets)}")
+    return presets[name]()
+
+
+def _ddpm_mnist() -> RunConfig:
+    return RunConfig(
+        family=Family.DDPM,
+        data=DataConfig(name="mnist-embedded"),
+        unet=unet_preset("mnist"),
+        diffusion=DiffusionConfig(),
+        train=TrainConfig(minutes=8.0),
+        sample=SampleConfig(),
+    )
+
+
+def _ddpm_tiny() -> RunConfig:
+    return RunConfig(
+        family=Family.DDPM,
+        data=DataConfig(name="mnist-embedded", limit=512),
+        unet=unet_preset("tiny"),
+        diffusion=DiffusionConfig(T=100),
+        train=TrainConfig(batch_size=32, steps=20, warmup_steps=5, log_every=5, checkpoint_every=10,
+                          precision=Precision.FP32),
+        sample=SampleConfig(steps=10, n=16),
+    )
+
+
+def _ddpm_cifar() -> RunConfig:
+    return RunConfig(
+        family=Family.DDPM,
+        data=DataConfig(name="cifar10"),
+        unet=unet_preset("cifar"),
+        diffusion=DiffusionConfig(),
+        train=TrainConfig(),
+    )
+
+
+PRESETS: dict[str, Callable[[], RunConfig]] = {
+    "ddpm-mnist": _ddpm_mnist,
+    "ddpm-tiny": _ddpm_tiny,
+    "ddpm-cifar": _ddpm_cifar,
+}
+
+
+def preset(name: str) -> RunConfig:
+    """A named run preset, e.g. ``preset("ddpm-mnist")``."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choices: {', '.join(sorted(PRESETS))}")
+    return PRESETS[name]()
+
+
+def load_run_config(spec: str) -> RunConfig:
+    """``spec`` is a preset name or a path to a TOML file."""
+    if spec in PRESETS:
+        return preset(spec)
+    if spec.endswith(".toml") or os.path.exists(spec):
+        return load_toml(spec, RunConfig)
+    raise ConfigError(f"{spec!r} is neither a preset ({', '.join(sorted(PRESETS))}) nor a TOML file")

@@ -1,0 +1,1 @@
+"""gan (see DESIGN.md)."""

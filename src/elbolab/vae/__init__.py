@@ -1,0 +1,1 @@
+"""vae (see DESIGN.md)."""
