@@ -537,3 +537,13 @@ def load_run_config(spec: str) -> RunConfig:
     if spec.endswith(".toml") or os.path.exists(spec):
         return load_toml(spec, RunConfig)
     raise ConfigError(f"{spec!r} is neither a preset ({', '.join(sorted(PRESETS))}) nor a TOML file")
+
+
+def write_presets(folder: str | os.PathLike[str]) -> list[Path]:
+    """Write every preset to ``folder/<name>.toml`` (how ``configs/`` is made; a test keeps them in sync)."""
+    paths = []
+    for name in sorted(PRESETS):
+        path = Path(folder) / f"{name}.toml"
+        save_toml(PRESETS[name](), path)
+        paths.append(path)
+    return paths

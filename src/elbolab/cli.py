@@ -1,0 +1,221 @@
+"""The ``elbolab`` command: parse, build a config, call the library. Nothing else lives here.
+
+Every verb has ``--help`` with an example. Library code logs through ``logging``; this module is the only
+place that prints (tables and the paths of what was written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import textwrap
+from pathlib import Path
+
+from elbolab.config import ConfigError
+
+log = logging.getLogger("elbolab")
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+def _sub(subparsers, name: str, help_: str, example: str) -> argparse.ArgumentParser:
+    return subparsers.add_parser(
+        name,
+        help=help_,
+        description=help_,
+        epilog="example:\n" + textwrap.indent(example.strip(), "  "),
+        formatter_class=_Formatter,
+    )
+
+
+def _seed_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=0, help="seed of the torch.Generator that draws all randomness")
+
+
+# --------------------------------------------------------------------------------------------------
+# verbs
+# --------------------------------------------------------------------------------------------------
+def cmd_data_info(args: argparse.Namespace) -> int:
+    from elbolab.data import dataset_info
+
+    info = dataset_info(args.name, data_dir=args.data_dir)
+    print(info.to_text())
+    return 0
+
+
+def _run_config_from_args(args: argparse.Namespace):
+    from elbolab.config import apply_overrides, load_run_config
+
+    cfg = load_run_config(args.config)
+    overrides = list(args.set or [])
+    if args.data:
+        overrides.append(f'data.name="{args.data}"')
+    if args.data_dir:
+        overrides.append(f'data.data_dir="{args.data_dir}"')
+    for flag, key in (("steps", "train.steps"), ("epochs", "train.epochs"), ("minutes", "train.minutes"),
+                      ("seed", "train.seed")):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    return apply_overrides(cfg, overrides) if overrides else cfg
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from elbolab.runs import train_run
+
+    cfg = _run_config_from_args(args)
+    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    result = train_run(cfg, out, resume=args.resume)
+    if result.is_main_process:
+        print(f"run written to {out}/ ({result.summary()})")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from elbolab.runs import SampleRequest, load_run, sample_run
+
+    run = load_run(args.run, use_ema=not args.no_ema)
+    request = SampleRequest(
+        n=args.n, sampler=args.sampler, steps=args.steps, eta=args.eta, seed=args.seed, label=args.label,
+        guidance=args.guidance,
+    )
+    written = sample_run(run, request, Path(args.out))
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from elbolab.runs import EvalRequest, evaluate_run, load_run
+
+    run = load_run(args.run, use_ema=not args.no_ema)
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else []
+    if args.bpd and "bpd" not in metrics:
+        metrics.append("bpd")
+    request = EvalRequest(metrics=metrics or ["bpd"], n=args.n, bpd_n=args.bpd_n, sampler=args.sampler,
+                          steps=args.steps, seed=args.seed, samples=args.samples, exact=args.exact)
+    report = evaluate_run(run, request)
+    print(report.to_text())
+    print(f"wrote {report.path}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from elbolab.runs import run_demo
+
+    report = run_demo(Path(args.out), minutes=args.minutes, seed=args.seed)
+    print(report.to_text())
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# parser
+# --------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from elbolab.config import PRESETS, SamplerKind
+
+    parser = argparse.ArgumentParser(
+        prog="elbolab",
+        description="Train, sample and evaluate the ELBO family of generative models.",
+        formatter_class=_Formatter,
+        epilog="examples:\n  elbolab demo\n  elbolab train ddpm-mnist --minutes 10\n"
+               "  elbolab sample runs/ddpm-mnist --n 64 --out grid.png",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    sub.required = True
+
+    # data
+    p = _sub(sub, "data", "inspect datasets", "elbolab data info mnist --data-dir ../shared/data/mnist")
+    dsub = p.add_subparsers(dest="data_verb", metavar="ACTION")
+    dsub.required = True
+    q = _sub(dsub, "info", "count, shape, value range, per-class counts and checksum status of a dataset",
+             "elbolab data info mnist --data-dir ../shared/data/mnist")
+    q.add_argument("name", help="mnist-embedded, mnist, fashion-mnist, cifar10, imagefolder:PATH")
+    q.add_argument("--data-dir", default=None, help="folder with the dataset files (default: $ELBOLAB_DATA or cache)")
+    q.set_defaults(func=cmd_data_info)
+
+    # train
+    p = _sub(sub, "train", "train a model from a preset or a TOML config",
+             "elbolab train ddpm-mnist --minutes 10 --out runs/mnist\n"
+             "elbolab train configs/ddpm-mnist.toml --set train.lr=1e-3 --set unet.base_channels=64\n"
+             "torchrun --nproc_per_node=2 -m elbolab train ddpm-mnist --steps 2000")
+    p.add_argument("config", help=f"preset ({', '.join(sorted(PRESETS))}) or path to a .toml config")
+    p.add_argument("--data", default=None, help="dataset name (overrides data.name)")
+    p.add_argument("--data-dir", default=None, help="folder with the dataset files")
+    p.add_argument("--out", default=None, help="run folder (default runs/<config name>)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. train.lr=1e-3")
+    p.add_argument("--steps", type=int, default=None, help="stop after this many steps")
+    p.add_argument("--epochs", type=float, default=None, help="stop after this many epochs")
+    p.add_argument("--minutes", type=float, default=None, help="stop after this many minutes")
+    p.add_argument("--seed", type=int, default=None, help="training seed (overrides train.seed)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.set_defaults(func=cmd_train)
+
+    # sample
+    p = _sub(sub, "sample", "draw samples from a trained run",
+             "elbolab sample runs/demo --n 64 --sampler ddim --steps 50 --seed 1 --out grid.png")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--n", type=int, default=64, help="number of samples")
+    p.add_argument("--sampler", default=None, choices=[s.value for s in SamplerKind],
+                   help="sampler (default: the run's config)")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the run's config)")
+    p.add_argument("--eta", type=float, default=None, help="DDIM eta in [0, 1]")
+    p.add_argument("--label", type=int, default=None, help="class label for conditional models")
+    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance weight w")
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+    p.add_argument("--out", default="samples.png", help="output PNG grid (an .npz of raw samples is written beside)")
+    _seed_arg(p)
+    p.set_defaults(func=cmd_sample)
+
+    # eval
+    p = _sub(sub, "eval", "evaluate a trained run (ELBO terms in bits/dim, FID, KID, IS, precision/recall)",
+             "elbolab eval runs/demo --bpd\nelbolab eval runs/demo --metrics fid,kid,is,pr,bpd --n 10000")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--bpd", action="store_true", help="ELBO terms in bits/dim on the test split")
+    p.add_argument("--metrics", default=None, help="comma-separated subset of fid,kid,is,pr,bpd")
+    p.add_argument("--n", type=int, default=10000, help="number of generated samples for sample metrics")
+    p.add_argument("--bpd-n", type=int, default=256, help="number of test images for bits/dim")
+    p.add_argument("--exact", action="store_true", help="bits/dim with all T denoising terms (default: Monte Carlo)")
+    p.add_argument("--sampler", default=None, choices=[s.value for s in SamplerKind])
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--samples", default=None, help="reuse samples from this .npz instead of generating")
+    p.add_argument("--no-ema", action="store_true")
+    _seed_arg(p)
+    p.set_defaults(func=cmd_eval)
+
+    # demo
+    p = _sub(sub, "demo", "train ddpm-mnist on the embedded MNIST, sample an 8x8 DDIM grid, report the ELBO terms",
+             "elbolab demo\nelbolab demo --minutes 3 --out runs/quick")
+    p.add_argument("--out", default="runs/demo", help="run folder")
+    p.add_argument("--minutes", type=float, default=None, help="training budget (default: the preset's)")
+    _seed_arg(p)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return args.func(args)
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        # Clear errors from the library (bad values, missing files, checksum mismatches) end here, without a
+        # traceback; anything else is a bug and keeps its traceback.
+        print(f"elbolab {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
