@@ -40,6 +40,23 @@ class Family(str, enum.Enum):
     """Model family of a run."""
 
     DDPM = "ddpm"
+    VAE = "vae"  # Kingma & Welling 2014, elbolab.vae.VAE
+    HVAE = "hvae"  # Markovian hierarchical VAE, elbolab.vae.HVAE
+    AE = "ae"  # plain (non-variational) autoencoder baseline, elbolab.vae.Autoencoder
+
+
+class VAEArchitecture(str, enum.Enum):
+    FC = "fc"  # the notes' fully-connected 784 -> ... -> 20 model
+    CONV = "conv"  # stride-2 conv encoder / transposed-conv decoder (28x28x1, 32x32x3)
+
+
+class DecoderLikelihood(str, enum.Enum):
+    """p_theta(x|z) of a VAE."""
+
+    BERNOULLI = "bernoulli"  # dynamically binarised data
+    GAUSSIAN_FIXED = "gaussian_fixed"  # N(mu_theta(z), sigma^2 I), sigma = VAEConfig.gaussian_std
+    GAUSSIAN_LEARNED = "gaussian_learned"  # N(mu_theta(z), diag sigma_theta^2(z))
+    DISCRETIZED = "discretized"  # discretised Gaussian on 8-bit data (Ho et al. 2020), bits/dim comparable
 
 
 class ScheduleKind(str, enum.Enum):
@@ -187,6 +204,28 @@ class SampleConfig:
 
 
 @dataclass
+class VAEConfig:
+    """VAE / Markovian HVAE / autoencoder: architecture, latents, decoder likelihood, KL schedule.
+
+    ``latent_dims`` has one entry per latent layer: ``(J,)`` for a VAE or autoencoder, ``(J_1, ..., J_L)``
+    for an L-layer HVAE (its length is the number of HVAE layers).
+    """
+
+    architecture: VAEArchitecture = VAEArchitecture.FC
+    latent_dims: tuple[int, ...] = (20,)
+    hidden_sizes: tuple[int, ...] = (400,)  # fc: widths of the encoder's hidden layers (decoder mirrors)
+    channels: tuple[int, ...] = (32, 64)  # conv: one stride-2 stage per entry (decoder mirrors)
+    conv_hidden: int = 256  # conv: width of the fully-connected layer after the conv stages
+    layer_hidden: int = 256  # hvae: hidden width of q(z_l|z_{l-1}) and p(z_{l-1}|z_l)
+    likelihood: DecoderLikelihood = DecoderLikelihood.BERNOULLI
+    gaussian_std: float = 0.1  # gaussian_fixed: decoder std in units of [-1, 1] data
+    beta: float = 1.0  # weight of the KL terms (1 = the ELBO)
+    kl_warmup_steps: int = 0  # beta ramps linearly from 0 over this many steps (0 = off)
+    free_bits: float = 0.0  # minimum KL in nats per latent dimension (Kingma et al. 2016; 0 = off)
+    iwae_samples: int = 5000  # K of the importance-weighted bound reported by eval
+
+
+@dataclass
 class RunConfig:
     """Everything a training run needs; written to ``config.toml`` in the run folder."""
 
@@ -196,6 +235,7 @@ class RunConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -311,12 +351,14 @@ _POSITIVE = {
     "DiffusionConfig": ("T",),
     "TrainConfig": ("batch_size", "lr", "log_every", "checkpoint_every"),
     "SampleConfig": ("steps", "n"),
+    "VAEConfig": ("conv_hidden", "layer_hidden", "gaussian_std", "beta", "iwae_samples"),
 }
 _NON_NEGATIVE = {
     "DataConfig": ("image_size", "channels", "limit", "holdout"),
     "UNetConfig": ("out_channels", "num_classes", "dropout"),
     "TrainConfig": ("weight_decay", "warmup_steps", "grad_clip", "steps", "epochs", "minutes",
                     "sample_every", "num_workers"),
+    "VAEConfig": ("kl_warmup_steps", "free_bits"),
 }
 
 
@@ -354,6 +396,12 @@ def validate(obj: Any, prefix: str = "") -> None:
     if isinstance(obj, TrainConfig):
         if not 0.0 <= obj.ema_decay < 1.0:
             raise ConfigError(f"{name('ema_decay')} = {obj.ema_decay!r} must be in [0, 1)")
+    if isinstance(obj, VAEConfig):
+        for f in ("latent_dims", "hidden_sizes", "channels"):
+            v = getattr(obj, f)
+            if any(d <= 0 for d in v) or (f != "hidden_sizes" and not v):
+                raise ConfigError(f"{name(f)} = {list(v)}: need positive integers"
+                                  + ("" if f == "hidden_sizes" else " (at least one)"))
     if isinstance(obj, SampleConfig):
         if not 0.0 <= obj.eta <= 1.0:
             raise ConfigError(f"{name('eta')} = {obj.eta!r} must be in [0, 1]")
@@ -516,7 +564,27 @@ def _ddpm_cifar() -> RunConfig:
     )
 
 
+def _vae_run(family: Family, vae: VAEConfig, minutes: float) -> RunConfig:
+    """MNIST (60k train) VAE-family run on CPU: Adam 1e-3, no clipping, fp32, stop after ``minutes``."""
+    return RunConfig(
+        family=family,
+        data=DataConfig(name="mnist"),
+        vae=vae,
+        train=TrainConfig(batch_size=128, lr=1e-3, warmup_steps=0, grad_clip=0.0, ema_decay=0.999,
+                          precision=Precision.FP32, minutes=minutes, log_every=100, checkpoint_every=2000),
+        sample=SampleConfig(n=64),
+    )
+
+
 PRESETS: dict[str, Callable[[], RunConfig]] = {
+    "vae-mnist-fc": lambda: _vae_run(Family.VAE, VAEConfig(), minutes=6.0),
+    "vae-mnist": lambda: _vae_run(Family.VAE, VAEConfig(
+        architecture=VAEArchitecture.CONV, latent_dims=(32,), likelihood=DecoderLikelihood.DISCRETIZED,
+        kl_warmup_steps=2000), minutes=12.0),
+    "hvae-mnist": lambda: _vae_run(Family.HVAE, VAEConfig(latent_dims=(32, 16), hidden_sizes=(512, 256),
+                                                          kl_warmup_steps=2000, free_bits=0.01), minutes=10.0),
+    "ae-mnist": lambda: _vae_run(Family.AE, VAEConfig(architecture=VAEArchitecture.CONV, latent_dims=(32,)),
+                                 minutes=6.0),
     "ddpm-mnist": _ddpm_mnist,
     "ddpm-tiny": _ddpm_tiny,
     "ddpm-cifar": _ddpm_cifar,
