@@ -152,6 +152,8 @@ class UNetConfig:
     time_embedding: TimeEmbedding = TimeEmbedding.SINUSOIDAL
     time_injection: TimeInjection = TimeInjection.SCALE_SHIFT
     num_classes: int = 0  # 0 = unconditional; otherwise a label embedding with a learned null class
+    mid_attention: bool = True  # self-attention in the middle block (lowest resolution)
+    attention_fp32: bool = True  # run SDPA in fp32 inside bf16 autocast (faster backward on CPU)
 
 
 @dataclass
@@ -478,14 +480,31 @@ def dumps_toml(cfg: Any) -> str:
     return "\n".join(lines).lstrip("\n") + "\n"
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and an atomic rename."""
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Flush a folder's entries (renames, new files) to disk; a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - file systems without directory fsync
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: temporary file in the same folder, fsync, rename, fsync folder.
+
+    A reader (or a process killed at any moment) sees either the old file or the complete new one.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -493,6 +512,12 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically, see :func:`atomic_write_bytes`."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def save_toml(cfg: Any, path: str | os.PathLike[str]) -> None:
