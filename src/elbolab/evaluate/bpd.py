@@ -1,0 +1,106 @@
+"""One format for bits/dim results of every family with a likelihood bound (DDPM now; VAE, HVAE reuse it).
+
+A bound on -log p(x) of 8-bit images, in bits per dimension: ``-log2 p(x) / D`` with D = C * H * W. Every
+family reports it as a :class:`BitsPerDim`: the mean over test images (``value``), its standard error over
+images (``stderr``), the mean of each term of the bound (``terms``, also in bits/dim, summing to ``value``)
+and how the discrete data got a likelihood (``method``):
+
+- ``BPDMethod.DISCRETIZED_GAUSSIAN``: the decoder p(x_0 | x_1) puts probability mass on each 8-bit bin
+  (Ho et al. 2020, eq. 13), so the bound is on the discrete likelihood directly;
+- ``BPDMethod.UNIFORM_DEQUANTIZATION``: a density on x + u, u uniform in the bin (Theis et al. 2016); then
+  log P(x) >= E_u log p(x + u) + D log(bin width), and the bin width term is one of the ``terms``.
+
+Families compute per-image terms (B,) in bits/dim batch by batch; :class:`BPDAccumulator` collects them and
+:func:`summarize_bpd` turns them into the result.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+
+class BPDMethod(str, enum.Enum):
+    """How the bound handles 8-bit data."""
+
+    DISCRETIZED_GAUSSIAN = "discretized Gaussian decoder"
+    UNIFORM_DEQUANTIZATION = "uniform dequantisation"
+
+
+@dataclass
+class BitsPerDim:
+    """Bits/dim of a likelihood bound on ``n`` test images: ``value`` +- ``stderr``; ``terms`` (bits/dim)
+    sum to ``value``; ``method`` says how discrete data were handled."""
+
+    value: float
+    stderr: float
+    terms: dict[str, float]
+    method: BPDMethod
+    n: int
+    extra: dict[str, float] = field(default_factory=dict)  # e.g. {"T": 1000, "importance_samples": 1}
+
+    def to_dict(self) -> dict[str, object]:
+        return {"value": self.value, "stderr": self.stderr, "terms": dict(self.terms), "method": self.method.value,
+                "n": self.n, **({"extra": dict(self.extra)} if self.extra else {})}
+
+
+def nats_to_bits_per_dim(nats: torch.Tensor | float, dims: int) -> torch.Tensor | float:
+    """Negative log-likelihood in nats (per image) -> bits per dimension: nats / (D ln 2)."""
+    if dims <= 0:
+        raise ValueError(f"dims = {dims!r} must be > 0 (C * H * W)")
+    return nats / (dims * math.log(2.0))
+
+
+class BPDAccumulator:
+    """Collects per-image bound terms (each (B,) in bits/dim) over batches; every batch gives the same terms."""
+
+    def __init__(self) -> None:
+        self._terms: dict[str, list[np.ndarray]] = {}
+
+    def update(self, terms: dict[str, torch.Tensor]) -> None:
+        if not terms:
+            raise ValueError("no terms given: expected a dict like {'reconstruction': (B,), 'prior': (B,), ...}")
+        if self._terms and set(terms) != set(self._terms):
+            raise ValueError(f"terms {sorted(terms)} differ from earlier batches' {sorted(self._terms)}")
+        sizes = set()
+        for name, value in terms.items():
+            v = torch.as_tensor(value).detach().double().reshape(-1).cpu().numpy()
+            sizes.add(v.shape[0])
+            self._terms.setdefault(name, []).append(v)
+        if len(sizes) != 1:
+            raise ValueError(f"terms have different batch sizes {sorted(sizes)}: expected one value per image each")
+
+    def result(self, method: BPDMethod | str, extra: dict[str, float] | None = None) -> BitsPerDim:
+        if not self._terms:
+            raise ValueError("no batches were added")
+        return summarize_bpd({k: np.concatenate(v) for k, v in self._terms.items()}, method, extra)
+
+
+def _method(method: BPDMethod | str) -> BPDMethod:
+    try:
+        return BPDMethod(method)
+    except ValueError:
+        choices = ", ".join(repr(m.value) for m in BPDMethod)
+        raise ValueError(f"bits/dim method {method!r} is not valid; choices: {choices}") from None
+
+
+def summarize_bpd(terms: dict[str, torch.Tensor | np.ndarray], method: BPDMethod | str,
+                  extra: dict[str, float] | None = None) -> BitsPerDim:
+    """Per-image terms {name: (N,)} in bits/dim -> :class:`BitsPerDim`; the total is their per-image sum and
+    its standard error is std(total) / sqrt(N)."""
+    m = _method(method)
+    arrays = {k: np.asarray(torch.as_tensor(v).detach().double().reshape(-1).cpu().numpy()) for k, v in terms.items()}
+    if not arrays:
+        raise ValueError("no terms given")
+    n = {a.shape[0] for a in arrays.values()}
+    if len(n) != 1 or 0 in n:
+        raise ValueError(f"terms must hold one value per image, the same N for all; got sizes {sorted(n)}")
+    total = np.sum(list(arrays.values()), axis=0)
+    count = total.shape[0]
+    stderr = float(total.std(ddof=1) / math.sqrt(count)) if count > 1 else float("nan")
+    return BitsPerDim(value=float(total.mean()), stderr=stderr, terms={k: float(a.mean()) for k, a in arrays.items()},
+                      method=m, n=count, extra=dict(extra or {}))
