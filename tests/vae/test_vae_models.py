@@ -1,0 +1,119 @@
+"""VAE / HVAE / autoencoder models from the factory: the L = 1 HVAE is the VAE, shapes for both architectures and
+every likelihood, the library call convention, sampling, errors."""
+
+import pytest
+import torch
+
+from elbolab.config import DecoderLikelihood, Family, VAEArchitecture, VAEConfig, preset
+from elbolab.nn.convnets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+from elbolab.vae import HVAE, VAE, Autoencoder, build_objective, build_vae, sample_fn
+
+SHAPES = [(1, 28, 28), (3, 32, 32)]
+
+
+def _cfg(arch, lik=DecoderLikelihood.BERNOULLI, dims=(6,)):
+    return VAEConfig(architecture=arch, latent_dims=dims, hidden_sizes=(32,), channels=(8, 16), conv_hidden=32,
+                     layer_hidden=16, likelihood=lik)
+
+
+@pytest.mark.parametrize("arch", list(VAEArchitecture))
+@pytest.mark.parametrize("lik", list(DecoderLikelihood))
+def test_hvae_with_one_layer_equals_the_vae_on_the_same_weights(arch, lik):
+    cfg = _cfg(arch, lik)
+    torch.manual_seed(0)
+    vae = build_vae(cfg, (1, 28, 28), Family.VAE)
+    hvae = build_vae(cfg, (1, 28, 28), Family.HVAE)
+    assert isinstance(vae, VAE) and isinstance(hvae, HVAE) and hvae.num_layers == 1
+    hvae.load_state_dict(vae.state_dict())  # same parameter names: strict load
+    x = vae.likelihood.prepare(torch.rand(5, 1, 28, 28, generator=torch.Generator().manual_seed(1)) * 2 - 1,
+                               torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        a = vae.elbo(x, torch.Generator().manual_seed(3))
+        b = hvae.elbo(x, torch.Generator().manual_seed(3))
+        torch.testing.assert_close(b.elbo, a.elbo, rtol=0, atol=0)
+        torch.testing.assert_close(b.kl, a.kl, rtol=0, atol=0)
+        torch.testing.assert_close(hvae.log_importance_weights(x, 4, torch.Generator().manual_seed(4)),
+                                   vae.log_importance_weights(x, 4, torch.Generator().manual_seed(4)), rtol=0, atol=0)
+        torch.testing.assert_close(hvae.sample(3, torch.Generator().manual_seed(5)),
+                                   vae.sample(3, torch.Generator().manual_seed(5)), rtol=0, atol=0)
+    assert torch.all(a.kl >= 0) and a.kl.shape == (5, 1)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("arch", list(VAEArchitecture))
+@pytest.mark.parametrize("family", [Family.VAE, Family.HVAE, Family.AE])
+def test_factory_shapes_and_call_convention(shape, arch, family):
+    dims = (6, 4, 3) if family is Family.HVAE else (6,)
+    model = build_vae(_cfg(arch, DecoderLikelihood.DISCRETIZED, dims), shape, family)
+    x = torch.rand(2, *shape) * 2 - 1
+    out = model(x, torch.zeros(2), None)  # model(x, t, y) -> same shape as x
+    assert out.shape == x.shape
+    g = torch.Generator().manual_seed(0)
+    loss = build_objective(_cfg(arch, dims=dims), family).loss(model, x, None, g)
+    loss.loss.backward()
+    assert all(p.grad is not None for p in model.parameters())
+    if family is Family.AE:
+        assert isinstance(model, Autoencoder) and model.features(x).shape == (2, 6)
+        with pytest.raises(ValueError, match="autoencoder"):
+            sample_fn(model, 2, g)
+        return
+    assert model.features(x).shape == (2, 6)
+    s = sample_fn(model, 3, g)
+    assert s.shape == (3, *shape) and s.min() >= -1 and s.max() <= 1
+    means = model.posterior_means(x, g, 4)
+    assert [m.shape for m in means] == [(2, d) for d in dims]
+    assert model.training  # sample_fn restores the mode
+
+
+def test_sampling_is_seeded():
+    model = build_vae(_cfg(VAEArchitecture.FC, dims=(5, 3)), (1, 28, 28), Family.HVAE)
+    a = sample_fn(model, 4, torch.Generator().manual_seed(7))
+    b = sample_fn(model, 4, torch.Generator().manual_seed(7))
+    c = sample_fn(model, 4, torch.Generator().manual_seed(8))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_presets_build():
+    for name, family in (("vae-mnist-fc", Family.VAE), ("vae-mnist", Family.VAE), ("hvae-mnist", Family.HVAE),
+                         ("ae-mnist", Family.AE)):
+        cfg = preset(name)
+        assert cfg.family is family
+        model = build_vae(cfg.vae, (1, 28, 28), cfg.family)
+        assert model(torch.zeros(1, 1, 28, 28)).shape == (1, 1, 28, 28)
+    fc = build_vae(preset("vae-mnist-fc").vae, (1, 28, 28), Family.VAE)
+    # the notes' fully-connected model: 784 -> 400 -> 2 x 20 (mu, log sigma^2), decoder 20 -> 400 -> 784
+    assert [tuple(p.shape) for p in fc.encoder.parameters()] == [(400, 784), (400,), (40, 400), (40,)]
+    assert [tuple(p.shape) for p in fc.decoder.parameters()] == [(400, 20), (400,), (784, 400), (784,)]
+
+
+def test_bad_inputs_raise_value_errors():
+    cfg = _cfg(VAEArchitecture.CONV, dims=(4, 2))
+    with pytest.raises(ValueError, match="hvae"):
+        build_vae(cfg, (1, 28, 28), Family.VAE)
+    with pytest.raises(ValueError, match="not a VAE family"):
+        build_vae(cfg, (1, 28, 28), Family.DDPM)
+    with pytest.raises(ValueError, match="not a VAE family"):
+        build_vae(cfg, (1, 28, 28), "gan?")
+    with pytest.raises(ValueError, match="square"):
+        build_vae(cfg, (1, 28, 32), Family.HVAE)
+    with pytest.raises(ValueError, match="halved"):
+        build_vae(VAEConfig(architecture=VAEArchitecture.CONV, channels=(8, 8, 8)), (1, 28, 28), Family.VAE)
+    model = build_vae(_cfg(VAEArchitecture.FC), (1, 28, 28), Family.VAE)
+    with pytest.raises(ValueError, match=r"\(B, 1, 28, 28\)"):
+        model.posterior(torch.zeros(2, 3, 28, 28))
+    with pytest.raises(ValueError, match="n = 0"):
+        model.sample(0, None)
+    with pytest.raises(ValueError, match="up and down"):
+        HVAE(model.encoder, model.decoder, model.likelihood, (6, 3), (1, 28, 28))
+
+
+def test_convnets_shapes():
+    x = torch.zeros(2, 3, 32, 32)
+    enc = ConvEncoder(3, 32, (16, 32, 64), 64, 10)
+    assert enc.final_size == 4 and enc(x).shape == (2, 10)
+    dec = ConvDecoder(5, 6, 32, (16, 32, 64), 64)
+    assert dec(torch.zeros(2, 5)).shape == (2, 6, 32, 32)
+    assert MLPEncoder((1, 28, 28), (400,), 40)(torch.zeros(2, 1, 28, 28)).shape == (2, 40)
+    assert MLPDecoder(20, (400,), 2, (28, 28))(torch.zeros(2, 20)).shape == (2, 2, 28, 28)
+    with pytest.raises(ValueError, match="positive"):
+        MLPEncoder((1, 28, 28), (0,), 4)
