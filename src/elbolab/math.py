@@ -198,28 +198,6 @@ def energy_distance(x: Tensor, y: Tensor) -> Tensor:
 
 
 def slerp(z0: Tensor, z1: Tensor, weights: Tensor) -> Tensor:
-    """Spherical linear interpolation (Shoemake 1985) from ``z0`` to ``z1`` along the great circle.
-
-    ``z0, z1: (..., D)``, ``weights: (N,)`` in [0, 1] -> ``(N, ..., D)``:
-    ``sin((1 - w) omega) / sin(omega) z0 + sin(w omega) / sin(omega) z1`` with ``omega`` the angle between the
-    two vectors (their norms are interpolated along with the direction). Falls back to linear interpolation
-    where the vectors are (anti)parallel, ``sin(omega) < 1e-6``. Used for Gaussian latents (White 2016).
-    """
-    if z0.shape != z1.shape:
-        raise ValueError(f"slerp: z0 {tuple(z0.shape)} and z1 {tuple(z1.shape)} must have the same shape")
-    w = weights.to(z0.dtype).reshape(-1, *([1] * z0.ndim))
-    cos = (z0 * z1).sum(-1, keepdim=True) / (z0.norm(dim=-1, keepdim=True) * z1.norm(dim=-1, keepdim=True)).clamp_min(
-        torch.finfo(z0.dtype).tiny
-    )
-    omega = torch.arccos(cos.clamp(-1.0, 1.0))
-    sin_omega = torch.sin(omega)
-    degenerate = sin_omega < 1e-6
-    safe = torch.where(degenerate, torch.ones_like(sin_omega), sin_omega)
-    spherical = (torch.sin((1.0 - w) * omega) * z0 + torch.sin(w * omega) * z1) / safe
-    return torch.where(degenerate, (1.0 - w) * z0 + w * z1, spherical)
-
-
-def slerp(z0: Tensor, z1: Tensor, weights: Tensor) -> Tensor:
     """Spherical linear interpolation (Shoemake 1985) between ``z0`` and ``z1`` (same shape, any number of axes).
 
     ``weights: (W,)`` in [0, 1] -> ``(W, *z0.shape)``: ``sin((1-w) omega) / sin(omega) z0 + sin(w omega) / sin(omega)
