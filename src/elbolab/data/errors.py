@@ -1,0 +1,12 @@
+"""The one error type of the data layer.
+
+Every problem with a data file (missing, corrupted, truncated, wrong format, failed download) raises
+:class:`DataError`, a ``ValueError`` whose message names the file, what was expected, what was found and
+how to fix it, instead of a traceback from deep inside gzip, tarfile, urllib or Pillow.
+"""
+
+from __future__ import annotations
+
+
+class DataError(ValueError):
+    """A dataset file is missing, corrupted, truncated or unreadable, or a download failed."""
