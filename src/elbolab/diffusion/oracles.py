@@ -79,7 +79,7 @@ class GaussianMixtureOracle(nn.Module):
 
     def forward(self, x_t: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         eps = self.optimal_eps(x_t, t)
-        abar = self.diffusion.coef("alpha_bars", self.diffusion.timesteps(t, x_t), x_t)
+        abar = self.diffusion.coef64("alpha_bars", self.diffusion.timesteps(t, x_t), x_t)
         return param.prediction_from_eps(self.diffusion.prediction, eps, x_t, abar)
 
     def log_prob(self, x0: Tensor) -> Tensor:

@@ -10,7 +10,10 @@ a = sqrt(alpha_bar_t) and s = sqrt(1 - alpha_bar_t) (so a^2 + s^2 = 1):
                  x0 = a x_t - s v,   eps = s x_t + a v
 
 Every function takes ``alpha_bar`` broadcastable to ``x_t`` (e.g. ``(B, 1, 1, 1)``) and is exact up to
-floating-point rounding; :func:`convert` goes between any two kinds through eps.
+floating-point rounding; :func:`convert` goes between any two kinds through eps. The coefficients a and s
+are computed in ``alpha_bar``'s dtype and then cast to the data's dtype: pass a float64 ``alpha_bar`` (as
+:class:`~elbolab.diffusion.process.GaussianDiffusion` does), because 1 - alpha_bar_t computed in float32 loses
+~3 significant digits at small t (alpha_bar_1 = 0.9999).
 
 :data:`Prediction` is :class:`elbolab.config.PredictionKind` (one definition, two names): ``EPS``, ``X0``,
 ``V``, ``SCORE`` with values ``"eps"``, ``"x0"``, ``"v"``, ``"score"``.
@@ -51,39 +54,49 @@ def parse_prediction(kind: Prediction | str) -> Prediction:
         ) from None
 
 
+def _a_s(alpha_bar: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
+    """(sqrt(alpha_bar), sqrt(1 - alpha_bar)) computed in alpha_bar's precision, cast to ``like.dtype``."""
+    return alpha_bar.sqrt().to(like.dtype), (1.0 - alpha_bar).sqrt().to(like.dtype)
+
+
 def x0_from_eps(x_t: Tensor, eps: Tensor, alpha_bar: Tensor) -> Tensor:
     """x0 = (x_t - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar)."""
-    return (x_t - (1.0 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()
+    a, s = _a_s(alpha_bar, x_t)
+    return (x_t - s * eps) / a
 
 
 def eps_from_x0(x_t: Tensor, x0: Tensor, alpha_bar: Tensor) -> Tensor:
     """eps = (x_t - sqrt(alpha_bar) x0) / sqrt(1 - alpha_bar)."""
-    return (x_t - alpha_bar.sqrt() * x0) / (1.0 - alpha_bar).sqrt()
+    a, s = _a_s(alpha_bar, x_t)
+    return (x_t - a * x0) / s
 
 
 def score_from_eps(eps: Tensor, alpha_bar: Tensor) -> Tensor:
     """score = grad_{x_t} log q(x_t) = -eps / sqrt(1 - alpha_bar)."""
-    return -eps / (1.0 - alpha_bar).sqrt()
+    return -eps / _a_s(alpha_bar, eps)[1]
 
 
 def eps_from_score(score: Tensor, alpha_bar: Tensor) -> Tensor:
     """eps = -sqrt(1 - alpha_bar) score."""
-    return -(1.0 - alpha_bar).sqrt() * score
+    return -_a_s(alpha_bar, score)[1] * score
 
 
 def v_from_eps_x0(eps: Tensor, x0: Tensor, alpha_bar: Tensor) -> Tensor:
     """v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x0."""
-    return alpha_bar.sqrt() * eps - (1.0 - alpha_bar).sqrt() * x0
+    a, s = _a_s(alpha_bar, eps)
+    return a * eps - s * x0
 
 
 def x0_from_v(x_t: Tensor, v: Tensor, alpha_bar: Tensor) -> Tensor:
     """x0 = sqrt(alpha_bar) x_t - sqrt(1 - alpha_bar) v."""
-    return alpha_bar.sqrt() * x_t - (1.0 - alpha_bar).sqrt() * v
+    a, s = _a_s(alpha_bar, x_t)
+    return a * x_t - s * v
 
 
 def eps_from_v(x_t: Tensor, v: Tensor, alpha_bar: Tensor) -> Tensor:
     """eps = sqrt(1 - alpha_bar) x_t + sqrt(alpha_bar) v."""
-    return (1.0 - alpha_bar).sqrt() * x_t + alpha_bar.sqrt() * v
+    a, s = _a_s(alpha_bar, x_t)
+    return s * x_t + a * v
 
 
 def eps_from_prediction(kind: Prediction, out: Tensor, x_t: Tensor, alpha_bar: Tensor) -> Tensor:

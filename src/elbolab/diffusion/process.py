@@ -112,6 +112,13 @@ class GaussianDiffusion:
             "alphas": alphas,
             "alpha_bars": abar,
             "alpha_bars_prev": abar_prev,
+            "sqrt_alpha_bars": abar.sqrt(),
+            "sqrt_one_minus_alpha_bars": (1.0 - abar).sqrt(),
+            "one_minus_alpha_bars": 1.0 - abar,
+            "sqrt_alphas": alphas.sqrt(),
+            "sqrt_betas": betas.sqrt(),
+            "recip_sqrt_alphas": 1.0 / alphas.sqrt(),
+            "eps_coef": betas / one_minus.sqrt(),  # beta_t / sqrt(1 - alpha_bar_t), Algorithm 2 line 4
             "posterior_variance": beta_tilde,
             "posterior_log_variance": torch.log(beta_tilde),
             "posterior_coef_x0": coef_x0,
@@ -157,14 +164,21 @@ class GaussianDiffusion:
         return t.to(device=x.device, dtype=torch.long)
 
     def coef(self, name: str, t: Tensor, x: Tensor) -> Tensor:
-        """Gather table ``name`` at ``t: (B,)`` as ``x.dtype`` on ``x.device``, shaped ``(B, 1, ..., 1)``."""
+        """Gather table ``name`` at ``t: (B,)`` as ``x.dtype`` on ``x.device``, shaped ``(B, 1, ..., 1)``.
+
+        Every coefficient is precomputed in float64 and rounded once, so that float32 data never sees
+        1 - alpha_bar_t formed in float32."""
+        return self.coef64(name, t, x).to(x.dtype)
+
+    def coef64(self, name: str, t: Tensor, x: Tensor) -> Tensor:
+        """As :meth:`coef` but float64 (float32 on MPS, which has no float64)."""
         key = (name, str(t.device))
         table = self._device_cache.get(key)
         if table is None:
             src = self.table(name)
             table = src.to(t.device) if t.device.type != "mps" else src.float().to(t.device)
             self._device_cache[key] = table
-        return append_dims(table[t].to(x.dtype), x.ndim)
+        return append_dims(table[t], x.ndim)
 
     # ---------------------------------------------------------------------------------------------
     # forward process
@@ -172,29 +186,26 @@ class GaussianDiffusion:
     def q_mean_variance(self, x0: Tensor, t: Tensor | int) -> Gaussian:
         """q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I) for t in 0..T."""
         t = self.timesteps(t, x0, low=0)
-        abar = self.coef("alpha_bars", t, x0)
-        var = (1.0 - abar).expand_as(x0)
-        return Gaussian(abar.sqrt() * x0, var, torch.log(var))
+        var = self.coef("one_minus_alpha_bars", t, x0).expand_as(x0)
+        return Gaussian(self.coef("sqrt_alpha_bars", t, x0) * x0, var, torch.log(var))
 
     def q_sample(self, x0: Tensor, t: Tensor | int, noise: Tensor) -> Tensor:
         """x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, a draw of q(x_t | x_0) (t in 0..T)."""
         t = self.timesteps(t, x0, low=0)
         _same_shape(noise, x0, "noise", "x0")
-        abar = self.coef("alpha_bars", t, x0)
-        return abar.sqrt() * x0 + (1.0 - abar).sqrt() * noise
+        return self.coef("sqrt_alpha_bars", t, x0) * x0 + self.coef("sqrt_one_minus_alpha_bars", t, x0) * noise
 
     def q_step(self, x_prev: Tensor, t: Tensor | int, noise: Tensor) -> Tensor:
         """x_t = sqrt(alpha_t) x_{t-1} + sqrt(1 - alpha_t) eps, one forward step q(x_t | x_{t-1}) (t in 1..T)."""
         t = self.timesteps(t, x_prev)
         _same_shape(noise, x_prev, "noise", "x_prev")
-        alpha = self.coef("alphas", t, x_prev)
-        return alpha.sqrt() * x_prev + (1.0 - alpha).sqrt() * noise
+        return self.coef("sqrt_alphas", t, x_prev) * x_prev + self.coef("sqrt_betas", t, x_prev) * noise
 
     def q_step_mean_variance(self, x_prev: Tensor, t: Tensor | int) -> Gaussian:
         """q(x_t | x_{t-1}) = N(sqrt(alpha_t) x_{t-1}, beta_t I) (t in 1..T)."""
         t = self.timesteps(t, x_prev)
         beta = self.coef("betas", t, x_prev)
-        return Gaussian((1.0 - beta).sqrt() * x_prev, beta, torch.log(beta))
+        return Gaussian(self.coef("sqrt_alphas", t, x_prev) * x_prev, beta, torch.log(beta))
 
     def q_posterior(self, x0: Tensor, x_t: Tensor, t: Tensor | int) -> Posterior:
         """q(x_{t-1} | x_t, x_0) = N(mu_q(x_t, x_0), beta_tilde_t I) (Ho et al. 2020, eqs. 6-7; t in 1..T)."""
@@ -218,7 +229,7 @@ class GaussianDiffusion:
         """(x0_hat, eps_hat) implied by a network output of this diffusion's prediction kind."""
         t = self.timesteps(t, x_t)
         _same_shape(model_out, x_t, "model output", "x_t")
-        abar = self.coef("alpha_bars", t, x_t)
+        abar = self.coef64("alpha_bars", t, x_t)
         kind = self.prediction
         if kind is Prediction.EPS:
             return param.x0_from_eps(x_t, model_out, abar), model_out
@@ -240,23 +251,23 @@ class GaussianDiffusion:
     def predict_score(self, model_out: Tensor, x_t: Tensor, t: Tensor | int) -> Tensor:
         """score_hat = grad log q(x_t) estimate = -eps_hat / sqrt(1 - alpha_bar_t)."""
         t = self.timesteps(t, x_t)
-        return param.score_from_eps(self.predict_eps(model_out, x_t, t), self.coef("alpha_bars", t, x_t))
+        return param.score_from_eps(self.predict_eps(model_out, x_t, t), self.coef64("alpha_bars", t, x_t))
 
     def predict_v(self, model_out: Tensor, x_t: Tensor, t: Tensor | int) -> Tensor:
         """v_hat = sqrt(alpha_bar_t) eps_hat - sqrt(1 - alpha_bar_t) x0_hat."""
         t = self.timesteps(t, x_t)
         x0, eps = self.x0_and_eps(model_out, x_t, t)
-        return param.v_from_eps_x0(eps, x0, self.coef("alpha_bars", t, x_t))
+        return param.v_from_eps_x0(eps, x0, self.coef64("alpha_bars", t, x_t))
 
     def model_output_from_eps(self, eps: Tensor, x_t: Tensor, t: Tensor | int) -> Tensor:
         """The inverse: the network output (of this diffusion's kind) that corresponds to ``eps`` at ``x_t``."""
         t = self.timesteps(t, x_t)
-        return param.prediction_from_eps(self.prediction, eps, x_t, self.coef("alpha_bars", t, x_t))
+        return param.prediction_from_eps(self.prediction, eps, x_t, self.coef64("alpha_bars", t, x_t))
 
     def training_target(self, x0: Tensor, noise: Tensor, t: Tensor | int) -> Tensor:
         """What the network should output for x_t = q_sample(x0, t, noise) (the L_simple regression target)."""
         t = self.timesteps(t, x0)
-        return param.target(self.prediction, x0, noise, self.coef("alpha_bars", t, x0))
+        return param.target(self.prediction, x0, noise, self.coef64("alpha_bars", t, x0))
 
     # ---------------------------------------------------------------------------------------------
     # reverse process
@@ -274,12 +285,10 @@ class GaussianDiffusion:
         x0, eps = self.x0_and_eps(model_out, x_t, t)
         if clip_x0:
             x0 = x0.clamp(-1.0, 1.0)
-            eps = param.eps_from_x0(x_t, x0, self.coef("alpha_bars", t, x_t))
+            eps = param.eps_from_x0(x_t, x0, self.coef64("alpha_bars", t, x_t))
             mean = self.coef("posterior_coef_x0", t, x_t) * x0 + self.coef("posterior_coef_xt", t, x_t) * x_t
         else:
-            beta = self.coef("betas", t, x_t)
-            abar = self.coef("alpha_bars", t, x_t)
-            mean = (x_t - beta / (1.0 - abar).sqrt() * eps) / (1.0 - beta).sqrt()
+            mean = self.coef("recip_sqrt_alphas", t, x_t) * (x_t - self.coef("eps_coef", t, x_t) * eps)
         return ReverseStep(
             mean, self.coef("reverse_variance", t, x_t), self.coef("reverse_log_variance", t, x_t), x0, eps
         )

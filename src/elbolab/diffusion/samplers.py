@@ -159,9 +159,12 @@ def ddim_step(
     return x
 
 
-def _initial_noise(shape: tuple[int, ...], generator: torch.Generator, x_T: Tensor | None) -> Tensor:
+def _check_generator(generator: torch.Generator) -> None:
     if not isinstance(generator, torch.Generator):
-        raise TypeError("generator must be a torch.Generator (all randomness is explicit)")
+        raise TypeError(f"generator must be a torch.Generator (all randomness is explicit), got {generator!r}")
+
+
+def _initial_noise(shape: tuple[int, ...], generator: torch.Generator, x_T: Tensor | None) -> Tensor:
     shape = tuple(int(s) for s in shape)
     if len(shape) < 2 or any(s < 1 for s in shape):
         raise ValueError(f"shape must be (B, ...) with positive sizes, got {shape}")
@@ -239,6 +242,7 @@ def ancestral(
     sigma_t^2 follows ``diffusion.variance`` (beta_t or beta_tilde_t). ``clip_x0`` clips x0_hat to [-1, 1]
     (images) before forming the mean. ``x_T``: start from this noise instead of drawing it.
     """
+    _check_generator(generator)
     S = diffusion.T if steps is None else steps
     ts = sampling_timesteps(diffusion.T, S, spacing).to(generator.device)
     chain = respace(diffusion, ts)
@@ -277,6 +281,7 @@ def ddim(
     """
     if not 0.0 <= float(eta) <= 1.0:
         raise ValueError(f"eta = {eta!r} must be in [0, 1]")
+    _check_generator(generator)
     S = diffusion.T if steps is None else steps
     ts = sampling_timesteps(diffusion.T, S, spacing).to(generator.device)
     abar = diffusion.schedule.alpha_bars
@@ -287,7 +292,7 @@ def ddim(
         x0, eps = diffusion.x0_and_eps(out, x, torch.full((x.shape[0],), t, dtype=torch.long, device=x.device))
         if clip_x0:
             x0 = x0.clamp(-1.0, 1.0)
-            eps = param.eps_from_x0(x, x0, abar[t].to(x.dtype))
+            eps = param.eps_from_x0(x, x0, abar[t])
         ab_t, ab_prev = float(abar[t]), float(abar[t_prev])
         sigma = ddim_sigma(ab_t, ab_prev, float(eta))
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) if sigma > 0 else None
