@@ -9,7 +9,8 @@ so a checkpoint can resume mid-epoch on exactly the next batch.
 
 Datasets: anything with ``__len__`` and either a fast ``batch(idx: LongTensor, generator) -> (x, y)`` (the
 ``elbolab.data`` datasets; ``generator`` draws e.g. dequantisation noise) or map-style ``__getitem__``
-returning ``(x, y)``, ``(x,)`` or ``x`` (e.g. ``TensorDataset``), stacked with ``default_collate``.
+returning ``(x, y)``, ``(x,)`` or ``x``, stacked with ``default_collate`` (a ``TensorDataset`` is indexed
+directly, with the same result).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Sampler, default_collate
+from torch.utils.data import DataLoader, Sampler, TensorDataset, default_collate
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:
@@ -107,6 +108,9 @@ class BatchStream:
         if self._fast:
             idx = self.local_indices(self._permutation(), self.position)
             x, y = _split(self.dataset.batch(idx, generator=self.generator))
+        elif isinstance(self.dataset, TensorDataset):  # index the tensors at once (same result as collating)
+            idx = self.local_indices(self._permutation(), self.position)
+            x, y = _split(tuple(t[idx] for t in self.dataset.tensors))
         elif self.num_workers > 0:
             if self._loader_iter is None:
                 loader = DataLoader(self.dataset, batch_sampler=_IndexLists(self, self.epoch, self.position),

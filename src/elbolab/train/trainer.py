@@ -171,6 +171,10 @@ class Trainer:
                              f"(got steps={cfg.steps}, epochs={cfg.epochs}, minutes={cfg.minutes})")
         self.cfg = cfg
         self.out_dir = Path(out_dir)
+        existing = checkpoint_step(self.out_dir)
+        if existing is not None and not resume:
+            raise ValueError(f"{self.out_dir} already holds a checkpoint (step {existing}): resume it with "
+                             "resume=True (elbolab train --resume) or choose another output folder")
         self.run_config = run_config
         self.sample_fn = sample_fn
         self.resume = resume
@@ -323,7 +327,7 @@ class Trainer:
 
     def _prepare(self) -> None:
         existing = checkpoint_step(self.out_dir)
-        if existing is not None and not self.resume:
+        if existing is not None and not self.resume:  # appeared since __init__
             raise ValueError(f"{self.out_dir} already holds a checkpoint (step {existing}): resume it with "
                              "resume=True (elbolab train --resume) or choose another output folder")
         if self.dist.is_main:
