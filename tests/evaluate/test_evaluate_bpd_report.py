@@ -1,13 +1,12 @@
 """Bits/dim format, sample files, metric parsing and the report writers."""
 
 import json
-import math
 
 import numpy as np
 import pytest
 import torch
 
-from elbolab.evaluate.bpd import BitsPerDim, BPDAccumulator, BPDMethod, nats_to_bits_per_dim, summarize_bpd
+from elbolab.evaluate.bpd import BitsPerDim, BPDAccumulator, BPDMethod, diffusion_bound_fn, summarize_bpd
 from elbolab.evaluate.fid import FIDResult
 from elbolab.evaluate.kid import KIDResult
 from elbolab.evaluate.pipeline import EvalResult, Metric, evaluate_samples, parse_metrics
@@ -43,10 +42,26 @@ def test_bpd_accumulator_over_batches_equals_one_shot():
         acc.result("nats")
 
 
-def test_nats_to_bits_per_dim():
-    assert nats_to_bits_per_dim(784 * math.log(2.0), 784) == pytest.approx(1.0)
-    with pytest.raises(ValueError, match="dims"):
-        nats_to_bits_per_dim(1.0, 0)
+def test_diffusion_bound_fn_matches_elbo_terms_through_evaluate_bpd():
+    from elbolab.diffusion import GaussianDiffusion, NoiseSchedule, elbo_terms
+    from elbolab.evaluate.pipeline import evaluate_bpd
+
+    class Zero(torch.nn.Module):  # predicts eps = 0: a valid (poor) model with a finite bound
+        def forward(self, x, t, y=None):
+            return torch.zeros_like(x)
+
+    d = GaussianDiffusion(NoiseSchedule.linear(T=20))
+    images = torch.randint(0, 256, (6, 1, 4, 4), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    res = evaluate_bpd(diffusion_bound_fn(d, Zero()), "toy", "discretized Gaussian decoder", images=images,
+                       batch_size=4, seed=3, progress=False)
+    from elbolab.data.transforms import to_float
+    x = to_float(images)
+    gen = torch.Generator().manual_seed(3)  # same draws: batches of 4 then 2
+    parts = [elbo_terms(d, Zero(), x[:4], generator=gen), elbo_terms(d, Zero(), x[4:], generator=gen)]
+    total = torch.cat([p.per_image.total for p in parts])
+    assert res.value == pytest.approx(float(total.mean()), rel=1e-12)
+    assert set(res.terms) == {"reconstruction", "prior", "denoising"} and res.n == 6
+    assert sum(res.terms.values()) == pytest.approx(res.value, rel=1e-12)
 
 
 def test_samples_npz_round_trip_quantises_like_real_images(tmp_path):

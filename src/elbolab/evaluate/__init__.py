@@ -7,7 +7,7 @@ the tables that report them.
     result.fid.fid, result.kid.mean, result.kid.stderr, result.inception.mean, result.pr.recall
 """
 
-from elbolab.evaluate.bpd import BitsPerDim, BPDAccumulator, BPDMethod, nats_to_bits_per_dim, summarize_bpd
+from elbolab.evaluate.bpd import BitsPerDim, BPDAccumulator, BPDMethod, diffusion_bound_fn, summarize_bpd
 from elbolab.evaluate.features import (FeatureDataset, FeatureNet, FeatureNetConfig, FeatureNetwork, FeatureOutput,
                                        WeightsHashError, load_feature_network)
 from elbolab.evaluate.fid import (FeatureStats, FIDResult, StatsAccumulator, feature_stats, fid_from_features,
@@ -23,7 +23,7 @@ from elbolab.evaluate.report import (QualityRow, format_eval_table, format_quali
 from elbolab.evaluate.samples import SampleSet, generate_samples, load_samples_npz, save_samples_npz
 
 __all__ = [
-    "BitsPerDim", "BPDAccumulator", "BPDMethod", "nats_to_bits_per_dim", "summarize_bpd",
+    "BitsPerDim", "BPDAccumulator", "BPDMethod", "diffusion_bound_fn", "summarize_bpd",
     "FeatureDataset", "FeatureNet", "FeatureNetConfig", "FeatureNetwork", "FeatureOutput", "WeightsHashError",
     "load_feature_network",
     "FeatureStats", "FIDResult", "StatsAccumulator", "feature_stats", "fid_from_features", "frechet_distance",

@@ -10,18 +10,24 @@ and how the discrete data got a likelihood (``method``):
 - ``BPDMethod.UNIFORM_DEQUANTIZATION``: a density on x + u, u uniform in the bin (Theis et al. 2016); then
   log P(x) >= E_u log p(x + u) + D log(bin width), and the bin width term is one of the ``terms``.
 
-Families compute per-image terms (B,) in bits/dim batch by batch; :class:`BPDAccumulator` collects them and
-:func:`summarize_bpd` turns them into the result.
+Families compute per-image terms (B,) in bits/dim batch by batch (``elbolab.math.nats_to_bpd`` converts
+nats); :class:`BPDAccumulator` collects them and :func:`summarize_bpd` turns them into the result.
+:func:`diffusion_bound_fn` adapts the DDPM ELBO of ``elbolab.diffusion.elbo_terms``.
 """
 
 from __future__ import annotations
 
 import enum
-import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
+
+from elbolab.math import mean_and_stderr
+
+if TYPE_CHECKING:
+    from elbolab.diffusion import GaussianDiffusion
 
 
 class BPDMethod(str, enum.Enum):
@@ -46,13 +52,6 @@ class BitsPerDim:
     def to_dict(self) -> dict[str, object]:
         return {"value": self.value, "stderr": self.stderr, "terms": dict(self.terms), "method": self.method.value,
                 "n": self.n, **({"extra": dict(self.extra)} if self.extra else {})}
-
-
-def nats_to_bits_per_dim(nats: torch.Tensor | float, dims: int) -> torch.Tensor | float:
-    """Negative log-likelihood in nats (per image) -> bits per dimension: nats / (D ln 2)."""
-    if dims <= 0:
-        raise ValueError(f"dims = {dims!r} must be > 0 (C * H * W)")
-    return nats / (dims * math.log(2.0))
 
 
 class BPDAccumulator:
@@ -99,8 +98,20 @@ def summarize_bpd(terms: dict[str, torch.Tensor | np.ndarray], method: BPDMethod
     n = {a.shape[0] for a in arrays.values()}
     if len(n) != 1 or 0 in n:
         raise ValueError(f"terms must hold one value per image, the same N for all; got sizes {sorted(n)}")
-    total = np.sum(list(arrays.values()), axis=0)
-    count = total.shape[0]
-    stderr = float(total.std(ddof=1) / math.sqrt(count)) if count > 1 else float("nan")
-    return BitsPerDim(value=float(total.mean()), stderr=stderr, terms={k: float(a.mean()) for k, a in arrays.items()},
-                      method=m, n=count, extra=dict(extra or {}))
+    total = mean_and_stderr(torch.from_numpy(np.sum(list(arrays.values()), axis=0)))
+    return BitsPerDim(value=total.mean, stderr=total.stderr, terms={k: float(a.mean()) for k, a in arrays.items()},
+                      method=m, n=next(iter(n)), extra=dict(extra or {}))
+
+
+def diffusion_bound_fn(diffusion: "GaussianDiffusion", model: torch.nn.Module, t_samples: int | None = None,
+                       decoder: str = "discretized") -> Callable[[torch.Tensor, torch.Generator], dict[str, torch.Tensor]]:
+    """A ``bound_fn(x0, generator) -> {reconstruction, prior, denoising: (B,)}`` (bits/dim) for
+    :func:`elbolab.evaluate.evaluate_bpd`, from the DDPM ELBO of :func:`elbolab.diffusion.elbo_terms`
+    (``t_samples=None``: exact sum over t; ``k``: Monte Carlo over t). Put ``model`` in eval mode first."""
+    from elbolab.diffusion import elbo_terms
+
+    def bound_fn(x0: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        per = elbo_terms(diffusion, model, x0, generator=generator, t_samples=t_samples, decoder=decoder).per_image
+        return {"reconstruction": per.reconstruction, "prior": per.prior, "denoising": per.denoising}
+
+    return bound_fn

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
@@ -234,6 +235,14 @@ def load_feature_network(dataset: str | FeatureDataset, weights_dir: str | os.Pa
     logger.info("loaded %s feature network (sha256 %s, test accuracy %s)", ds.value, actual[:12],
                 card.get("test_accuracy"))
     return fn
+
+
+def as_feature_matrix(features: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """Feature vectors as a float64 CPU tensor (N, D); anything else is a ValueError."""
+    t = features if isinstance(features, torch.Tensor) else torch.as_tensor(np.asarray(features))
+    if t.dim() != 2:
+        raise ValueError(f"features of shape {tuple(t.shape)}: expected (N, D)")
+    return t.detach().cpu().double()
 
 
 def logits_to_probs(logits: torch.Tensor) -> torch.Tensor:

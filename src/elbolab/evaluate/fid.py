@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from elbolab.evaluate.features import as_feature_matrix
+
 
 @dataclass
 class FeatureStats:
@@ -44,14 +46,6 @@ class FeatureStats:
                              "expected (D,) and (D, D)")
 
 
-def _as_float64(features: torch.Tensor | np.ndarray) -> np.ndarray:
-    x = features.detach().cpu().double().numpy() if isinstance(features, torch.Tensor) else np.asarray(features)
-    x = x.astype(np.float64, copy=False)
-    if x.ndim != 2:
-        raise ValueError(f"features of shape {x.shape}: expected (N, D)")
-    return x
-
-
 class StatsAccumulator:
     """Streaming float64 mean and covariance of feature batches (Chan, Golub & LeVeque 1979 pairwise update).
 
@@ -64,7 +58,7 @@ class StatsAccumulator:
         self.m2: np.ndarray | None = None  # sum of outer products of deviations from the mean
 
     def update(self, features: torch.Tensor | np.ndarray) -> None:
-        x = _as_float64(features)
+        x = as_feature_matrix(features).numpy()
         nb = x.shape[0]
         if nb == 0:
             return

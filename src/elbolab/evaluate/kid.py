@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from elbolab.evaluate.features import as_feature_matrix
+
 
 @dataclass
 class KIDResult:
@@ -54,18 +56,11 @@ def mmd2_unbiased(x: torch.Tensor, y: torch.Tensor, degree: int = 3, coef0: floa
     return float(term_xx + term_yy - 2.0 * k_xy.mean())
 
 
-def _as_tensor(f: torch.Tensor | np.ndarray) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(f)) if not isinstance(f, torch.Tensor) else f
-    if t.dim() != 2:
-        raise ValueError(f"features of shape {tuple(t.shape)}: expected (N, D)")
-    return t.double()
-
-
 def kid_from_features(features_a: torch.Tensor | np.ndarray, features_b: torch.Tensor | np.ndarray,
                       subset_size: int = 1000, num_subsets: int = 100,
                       generator: torch.Generator | None = None) -> KIDResult:
     """KID of two feature sets (N_a, D) and (N_b, D); ``subset_size`` is capped at min(N_a, N_b)."""
-    a, b = _as_tensor(features_a), _as_tensor(features_b)
+    a, b = as_feature_matrix(features_a), as_feature_matrix(features_b)
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"feature dimensions differ: {a.shape[1]} vs {b.shape[1]}")
     if subset_size < 2 or num_subsets < 2:

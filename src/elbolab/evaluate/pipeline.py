@@ -188,7 +188,7 @@ def evaluate_bpd(bound_fn: BoundFn, dataset: str, method: BPDMethod | str, *, sp
     ``images`` (N, C, H, W) uint8 if given. ``bound_fn`` returns per-image terms in bits/dim."""
     if images is None:
         data = load_dataset(DataConfig(name=dataset, data_dir=data_dir, split=split, limit=n))
-        images = torch.as_tensor(np.array(data.images, copy=True))
+        images = data.images
     elif n:
         images = images[:n]
     if images.dtype != torch.uint8 or images.dim() != 4:

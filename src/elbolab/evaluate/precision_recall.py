@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from elbolab.evaluate.features import as_feature_matrix
+
 
 @dataclass
 class PRResult:
@@ -29,13 +31,6 @@ class PRResult:
     k: int
     n_real: int
     n_gen: int
-
-
-def _as_tensor(f: torch.Tensor | np.ndarray) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(f)) if not isinstance(f, torch.Tensor) else f
-    if t.dim() != 2:
-        raise ValueError(f"features of shape {tuple(t.shape)}: expected (N, D)")
-    return t.detach().double()
 
 
 def pairwise_sq_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -50,7 +45,7 @@ def knn_radii(features: torch.Tensor, k: int = 3, batch_size: int = 1000) -> tor
 
     features: (N, D) -> (N,) float64.
     """
-    f = _as_tensor(features)
+    f = as_feature_matrix(features)
     n = f.shape[0]
     if not 1 <= k < n:
         raise ValueError(f"k = {k} with {n} vectors: need 1 <= k < N")
@@ -65,7 +60,7 @@ def knn_radii(features: torch.Tensor, k: int = 3, batch_size: int = 1000) -> tor
 def manifold_coverage(queries: torch.Tensor, support: torch.Tensor, support_radii: torch.Tensor,
                       batch_size: int = 1000) -> torch.Tensor:
     """For each query, whether it lies in some ball (support_j, radius_j). queries: (Q, D) -> (Q,) bool."""
-    q, s = _as_tensor(queries), _as_tensor(support)
+    q, s = as_feature_matrix(queries), as_feature_matrix(support)
     inside = torch.empty(q.shape[0], dtype=torch.bool)
     for i in range(0, q.shape[0], batch_size):
         d2 = pairwise_sq_distances(q[i : i + batch_size], s)
@@ -76,7 +71,7 @@ def manifold_coverage(queries: torch.Tensor, support: torch.Tensor, support_radi
 def precision_recall(real_features: torch.Tensor | np.ndarray, gen_features: torch.Tensor | np.ndarray,
                      k: int = 3, batch_size: int = 1000) -> PRResult:
     """Improved precision and recall of generated features (N_g, D) against real features (N_r, D)."""
-    real, gen = _as_tensor(real_features), _as_tensor(gen_features)
+    real, gen = as_feature_matrix(real_features), as_feature_matrix(gen_features)
     if real.shape[1] != gen.shape[1]:
         raise ValueError(f"feature dimensions differ: {real.shape[1]} vs {gen.shape[1]}")
     if batch_size <= 0:

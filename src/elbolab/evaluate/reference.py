@@ -13,9 +13,8 @@ classifier confidence) and the float64 mean and covariance (FID), computed from 
 
 from __future__ import annotations
 
+import io
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from elbolab.config import DataConfig
+from elbolab.config import DataConfig, atomic_write_bytes
 from elbolab.data import load_dataset
 from elbolab.data.download import cache_root
 from elbolab.data.transforms import to_float
@@ -93,18 +92,9 @@ def reference_path(dataset: str, split: str, limit: int, sha256: str) -> Path:
 
 
 def _save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _load_cached(path: Path, sha256: str) -> ExtractedFeatures | None:
@@ -138,7 +128,7 @@ def load_reference(dataset: str, split: str = "train", *, data_dir: str = "", li
             logger.info("reference features of %s/%s from %s", dataset, split, path)
             return Reference(dataset=dataset, split=split, n=cached.stats.n, sha256=net.sha256, data=cached)
     data = load_dataset(DataConfig(name=dataset, data_dir=data_dir, split=split, limit=limit))
-    images = torch.as_tensor(np.array(data.images, copy=True))
+    images = data.images
     extracted = extract_features(net, images, batch_size=batch_size, progress=progress,
                                  desc=f"features {dataset}/{split}")
     if use_cache:

@@ -7,10 +7,10 @@ saved PNGs, so metrics of fresh and of reloaded samples are identical. A samples
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from elbolab.config import atomic_write_bytes
 from elbolab.data.transforms import to_uint8
 
 logger = logging.getLogger(__name__)
@@ -61,18 +62,9 @@ def save_samples_npz(path: str | os.PathLike[str], samples: torch.Tensor | np.nd
         if lab.shape[0] != images.shape[0]:
             raise ValueError(f"{lab.shape[0]} labels for {images.shape[0]} samples")
         arrays["labels"] = lab
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 

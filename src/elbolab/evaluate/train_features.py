@@ -16,19 +16,17 @@ import json
 import logging
 import os
 import platform
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors.torch import save
 from tqdm import tqdm
 
-from elbolab.config import DataConfig, Precision, atomic_write_text
+from elbolab.config import DataConfig, Precision, atomic_write_bytes, atomic_write_text
 from elbolab.data import load_dataset, to_float
 from elbolab.evaluate.features import (FeatureDataset, FeatureNet, FeatureNetConfig, feature_dataset,
                                        sha256_file, weights_paths)
@@ -163,17 +161,8 @@ def save_feature_network(trained: TrainedFeatures, dataset: str | FeatureDataset
     """Write ``<dataset>_features.safetensors`` (atomically) and its JSON card with the SHA-256 of that file."""
     ds = feature_dataset(dataset)
     st_path, card_path = weights_paths(ds, out_dir)
-    st_path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in trained.net.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=st_path.parent, prefix=f".{st_path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata={"dataset": ds.value, "format": "elbolab FeatureNet"})
-        os.replace(tmp, st_path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(st_path, save(state, metadata={"dataset": ds.value, "format": "elbolab FeatureNet"}))
     recipe = _card_value(asdict(cfg))
     arch = recipe.pop("arch")
     card = {
@@ -198,7 +187,7 @@ def save_feature_network(trained: TrainedFeatures, dataset: str | FeatureDataset
 
 def _load_split(name: str, data_dir: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     data = load_dataset(DataConfig(name=name, data_dir=data_dir, split=split))
-    images = torch.as_tensor(np.array(data.images, copy=True))
+    images = data.images
     labels = torch.as_tensor(data.labels).long()
     return to_float(images), labels
 
@@ -214,7 +203,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", default=None, help="where to write the weights (default: the package's)")
     parser.add_argument("--epochs", type=int, default=None, help="override the recipe's number of epochs")
     parser.add_argument("--seed", type=int, default=None, help="override the recipe's seed")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (the shipped weights: 1; results are bitwise reproducible for a "
+                             "given torch build and thread count)")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        if args.threads <= 0:
+            raise ValueError(f"--threads {args.threads}: must be > 0")
+        torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     cfg = default_recipe(args.dataset)

@@ -1,0 +1,215 @@
+"""The quality table: one row per trained run (model family), the first row real test data against real
+training data, the floor no model can beat.
+
+    family | params | train minutes | train img/s | test bits/dim | FID | KID | IS | precision | recall |
+    sample s/img | NFE
+
+Usage (from the repository root):
+
+    # the floor row only (real MNIST test vs real MNIST train)
+    python benchmarks/quality.py --data-dir ../shared/data/mnist
+    # plus trained runs (run folders of DESIGN.md: config.toml, model.safetensors, ema.safetensors, ...)
+    python benchmarks/quality.py --data-dir ../shared/data/mnist --runs runs/demo runs/ddpm-60min \
+        --n 2000 --sampler ddim --steps 50 --bpd-n 256
+    # reuse samples instead of drawing them (any family): RUN=SAMPLES.npz
+    python benchmarks/quality.py --runs runs/gan --samples runs/gan=runs/gan/samples/eval_2000.npz
+
+Writes ``benchmarks/results/quality.json`` and ``quality.md`` (atomically). Samples of a run are drawn through
+a generic ``sample_fn(batch, generator) -> (B, C, H, W) in [-1, 1]`` (:func:`run_functions` builds one for
+DDPM runs; other families pass ``--samples``) and saved to ``RUN/samples/eval_<n>.npz`` for reuse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+
+from elbolab.config import DataConfig, RunConfig, atomic_write_text, load_toml
+from elbolab.data import load_dataset
+from elbolab.evaluate import (EvalSettings, Metric, evaluate_bpd, evaluate_samples, generate_samples, load_reference,
+                              load_samples_npz, save_samples_npz)
+from elbolab.evaluate.bpd import BPDMethod, diffusion_bound_fn
+from elbolab.evaluate.pipeline import BoundFn
+from elbolab.evaluate.report import QualityRow, format_quality_table, quality_rows_to_json
+from elbolab.evaluate.samples import SampleFn, SampleSet
+
+logger = logging.getLogger("benchmarks.quality")
+
+SAMPLE_METRICS = {Metric.FID, Metric.KID, Metric.IS, Metric.PR}
+
+
+@dataclass
+class RunInfo:
+    """What a run folder says about its training: family, parameter count, minutes and images per second."""
+
+    family: str
+    params: int | None
+    train_minutes: float | None
+    train_img_per_s: float | None
+    config: RunConfig
+
+
+def count_params(path: Path) -> int | None:
+    """Number of weights in a safetensors file (without loading them)."""
+    if not path.exists():
+        return None
+    n = 0
+    with safe_open(str(path), framework="pt") as f:
+        for k in f.keys():
+            shape = f.get_slice(k).get_shape()
+            size = 1
+            for s in shape:
+                size *= s
+            n += size
+    return n
+
+
+def read_run(run_dir: Path) -> RunInfo:
+    """Family and training figures of a run from config.toml, model.safetensors and metrics.jsonl."""
+    cfg = load_toml(run_dir / "config.toml", RunConfig)
+    minutes = img_s = None
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.exists():
+        records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        times = [r["time"] for r in records if "time" in r]
+        rates = [r["img/s"] for r in records if "img/s" in r]
+        minutes = max(times) / 60.0 if times else None
+        img_s = sum(rates) / len(rates) if rates else None
+    return RunInfo(family=cfg.family.value, params=count_params(run_dir / "model.safetensors"),
+                   train_minutes=minutes, train_img_per_s=img_s, config=cfg)
+
+
+def run_functions(run_dir: Path, cfg: RunConfig, sampler: str | None, steps: int | None,
+                  t_samples: int) -> tuple[SampleFn, int, BoundFn | None]:
+    """(sample_fn, NFE per sample, bound_fn) of a DDPM run: EMA weights, the run's or the given sampler."""
+    from elbolab.diffusion import build_diffusion, samplers
+    from elbolab.nn.unet import build_unet
+    from elbolab.train.checkpoint import load_weights
+
+    if cfg.family.value != "ddpm":
+        raise ValueError(f"{run_dir}: family {cfg.family.value!r} has no built-in sampler here; "
+                         f"pass --samples {run_dir}=SAMPLES.npz")
+    model = build_unet(cfg.unet)
+    load_weights(run_dir, model, ema=True)
+    model.eval()
+    diffusion = build_diffusion(cfg.diffusion)
+    kind = sampler or cfg.sample.sampler.value
+    n_steps = steps or cfg.sample.steps
+    shape = (cfg.unet.in_channels, cfg.unet.image_size, cfg.unet.image_size)
+
+    def sample_fn(b: int, g: torch.Generator) -> torch.Tensor:
+        if kind == "ddim":
+            res = samplers.ddim(model, (b, *shape), diffusion, steps=n_steps, generator=g, eta=cfg.sample.eta,
+                                spacing=cfg.sample.spacing)
+        else:
+            res = samplers.ancestral(model, (b, *shape), diffusion, steps=n_steps, generator=g,
+                                     spacing=cfg.sample.spacing)
+        return res.sample.clamp(-1, 1)
+
+    nfe = n_steps * int(getattr(model, "nfe_per_call", 1))  # as samplers.SampleResult.nfe counts them
+    return sample_fn, nfe, diffusion_bound_fn(diffusion, model, t_samples=t_samples)
+
+
+def floor_row(dataset: str, data_dir: str, n: int, settings: EvalSettings) -> tuple[QualityRow, dict[str, Any]]:
+    """Real test images (first ``n``) against the real training split: the floor of every metric."""
+    test = load_dataset(DataConfig(name=dataset, data_dir=data_dir, split="test", limit=n))
+    t0 = time.perf_counter()
+    result = evaluate_samples(test.images, dataset, SAMPLE_METRICS, reference_split="train", data_dir=data_dir,
+                              settings=settings)
+    logger.info("floor row in %.0f s", time.perf_counter() - t0)
+    row = QualityRow.from_eval("real test vs real train", result, note=f"n={result.n_samples}")
+    return row, {"family": row.family, "n": result.n_samples, "reference": result.reference,
+                 "fid": result.fid.fid if result.fid else None}
+
+
+def run_row(run_dir: Path, dataset: str, data_dir: str, n: int, settings: EvalSettings, samples: Path | None,
+            sampler: str | None, steps: int | None, bpd_n: int, t_samples: int, seed: int) -> QualityRow:
+    info = read_run(run_dir)
+    bound_fn = None
+    nfe: int | None = None
+    if samples is not None:
+        sample_set: SampleSet = load_samples_npz(samples)
+        sample_set.images = sample_set.images[:n]
+        nfe = sample_set.meta.get("nfe")
+        s_per_img = sample_set.meta.get("sample_s_per_img")
+        if info.family == "ddpm" and bpd_n:
+            _, _, bound_fn = run_functions(run_dir, info.config, sampler, steps, t_samples)
+    else:
+        sample_fn, nfe, bound_fn = run_functions(run_dir, info.config, sampler, steps, t_samples)
+        sample_set = generate_samples(sample_fn, n, batch_size=min(250, n), generator=torch.Generator().manual_seed(seed))
+        s_per_img = sample_set.seconds / n
+        save_samples_npz(run_dir / "samples" / f"eval_{n}.npz", sample_set.images,
+                         meta={"sampler": sampler or info.config.sample.sampler.value, "steps": steps, "nfe": nfe,
+                               "seed": seed, "sample_s_per_img": s_per_img})
+    result = evaluate_samples(sample_set, dataset, SAMPLE_METRICS, reference_split="train", data_dir=data_dir,
+                              settings=settings)
+    bpd = None
+    if bound_fn is not None and bpd_n:
+        bpd = evaluate_bpd(bound_fn, dataset, BPDMethod.DISCRETIZED_GAUSSIAN, data_dir=data_dir, n=bpd_n, seed=seed,
+                           extra={"t_samples": t_samples})
+        result.bpd = bpd
+    return QualityRow.from_eval(info.family, result, params=info.params, train_minutes=info.train_minutes,
+                                train_img_per_s=info.train_img_per_s, sample_s_per_img=s_per_img, nfe=nfe,
+                                note=run_dir.name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="mnist", help="dataset of the feature network and the real data")
+    p.add_argument("--data-dir", default="", help="folder with the dataset's files (e.g. ../shared/data/mnist)")
+    p.add_argument("--runs", nargs="*", default=[], help="trained run folders, one row each")
+    p.add_argument("--samples", nargs="*", default=[], metavar="RUN=NPZ", help="reuse samples for a run")
+    p.add_argument("--n", type=int, default=10000, help="samples per run (and real test images of the floor row)")
+    p.add_argument("--sampler", default=None, choices=["ddim", "ancestral"])
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--bpd-n", type=int, default=256, help="test images for bits/dim (0 = skip)")
+    p.add_argument("--t-samples", type=int, default=16, help="Monte Carlo draws of t per image for bits/dim")
+    p.add_argument("--kid-subset", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--out", default="benchmarks/results/quality", help="output path without extension")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    samples: dict[str, Path] = {}
+    for item in args.samples:
+        if "=" not in item:
+            raise ValueError(f"--samples {item!r}: expected RUN=SAMPLES.npz")
+        run, path = item.split("=", 1)
+        samples[str(Path(run))] = Path(path)
+    settings = EvalSettings(kid_subset_size=args.kid_subset, seed=args.seed)
+
+    rows, floor_meta = [], []
+    t0 = time.perf_counter()
+    row, meta = floor_row(args.dataset, args.data_dir, args.n, settings)
+    rows.append(row)
+    floor_meta.append(meta)
+    for run in args.runs:
+        rows.append(run_row(Path(run), args.dataset, args.data_dir, args.n, settings, samples.get(str(Path(run))),
+                            args.sampler, args.steps, args.bpd_n, args.t_samples, args.seed))
+    table = format_quality_table(rows)
+    ref = load_reference(args.dataset, "train", data_dir=args.data_dir, progress=False)
+    header = (f"Quality on {args.dataset} (features: elbolab {args.dataset} classifier, sha256 {ref.sha256[:12]}; "
+              f"reference: {args.dataset}/train, n={ref.n}; KID ± standard error)\n\n")
+    out = Path(args.out)
+    atomic_write_text(out.with_suffix(".md"), header + table + "\n")
+    atomic_write_text(out.with_suffix(".json"), json.dumps(
+        {"dataset": args.dataset, "feature_sha256": ref.sha256, "reference_n": ref.n, "n": args.n,
+         "command": " ".join(["python", "benchmarks/quality.py", *(argv if argv is not None else sys.argv[1:])]),
+         "seconds": round(time.perf_counter() - t0, 1), "rows": quality_rows_to_json(rows)}, indent=2) + "\n")
+    sys.stdout.write(header + table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
