@@ -572,7 +572,7 @@ def _ddpm_tiny() -> RunConfig:
         family=Family.DDPM,
         data=DataConfig(name="mnist-embedded", limit=512),
         unet=unet_preset("tiny"),
-        diffusion=DiffusionConfig(T=100),
+        diffusion=DiffusionConfig(T=100, beta_start=1e-3, beta_end=0.2),
         train=TrainConfig(batch_size=32, steps=20, warmup_steps=5, log_every=5, checkpoint_every=10,
                           precision=Precision.FP32),
         sample=SampleConfig(steps=10, n=16),

@@ -1,0 +1,298 @@
+"""Operations on a run folder, the same for every family: train, load, sample, evaluate, and the demo.
+
+A run is a folder (DESIGN.md): ``config.toml``, ``model.safetensors``, ``ema.safetensors``,
+``trainer_state.*``, ``metrics.jsonl``, ``samples/``. These functions glue a :class:`RunConfig` to the data
+layer, the family's network and objective (:mod:`elbolab.families`), the Trainer and the evaluation; the
+CLI calls them and nothing else. Randomness is a seeded ``torch.Generator`` everywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from elbolab.config import RunConfig, SamplerKind, apply_overrides, load_toml, preset, save_toml
+from elbolab.data import ImageDataset, load_dataset
+from elbolab.families import FamilySpec, SampleBatch, SampleRequest, family_spec
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.toml"
+
+
+# --------------------------------------------------------------------------------------------------
+# Train
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class TrainRunResult:
+    """``out_dir``: the run folder; ``config``: the config as written (adapted to the data); ``step``,
+    ``wall_seconds``, ``images_per_second``, ``final_loss`` of this call; ``stopped_by``: the rule that fired;
+    ``is_main_process``: False on non-zero ranks of a torchrun job."""
+
+    out_dir: Path
+    config: RunConfig
+    step: int
+    wall_seconds: float
+    images_per_second: float
+    final_loss: float
+    stopped_by: str
+    is_main_process: bool
+
+    def summary(self) -> str:
+        return (f"step {self.step}, {self.wall_seconds / 60:.1f} min, {self.images_per_second:.0f} img/s, "
+                f"loss {self.final_loss:.4g}, stopped by {self.stopped_by}")
+
+
+def prepare_config(cfg: RunConfig, data: ImageDataset) -> RunConfig:
+    """``cfg`` with the network's input shape set from ``data``."""
+    shape = (data.channels, data.image_size, data.image_size)
+    return family_spec(cfg.family).adapt_to_data(cfg, shape, data.num_classes)
+
+
+def train_run(cfg: RunConfig, out_dir: str | os.PathLike[str], *, resume: bool = False,
+              progress: bool = True) -> TrainRunResult:
+    """Train ``cfg`` into ``out_dir`` (resume its checkpoint when ``resume``); works under ``torchrun``."""
+    from elbolab.train import Trainer
+
+    out_dir = Path(out_dir)
+    if resume and (out_dir / CONFIG_FILE).exists():
+        saved = load_toml(out_dir / CONFIG_FILE, RunConfig)
+        if dataclasses.replace(saved, train=cfg.train) != dataclasses.replace(cfg, train=saved.train):
+            logger.warning("resuming %s with a config that differs from its config.toml in more than [train]; "
+                           "the model is built from config.toml", out_dir)
+        cfg = dataclasses.replace(saved, train=cfg.train)
+    data = load_dataset(cfg.data)
+    cfg = prepare_config(cfg, data)
+    spec = family_spec(cfg.family)
+    torch.manual_seed(cfg.train.seed)  # network initialisation
+    model = spec.build_model(cfg)
+    objective = spec.build_objective(cfg)
+    n_params = sum(p.numel() for p in model.parameters())
+    logger.info("%s: %s on %s (%d images, %dx%dx%d), %.2f M parameters", out_dir, cfg.family.value, data.name,
+                len(data), data.channels, data.image_size, data.image_size, n_params / 1e6)
+
+    def sample_fn(m: nn.Module, n: int, generator: torch.Generator) -> torch.Tensor:
+        return spec.sample(cfg, m, n, generator, SampleRequest(n=n)).images
+
+    trainer = Trainer(model, objective, data, cfg.train, out_dir, run_config=cfg, sample_fn=sample_fn,
+                      resume=resume, progress=progress)
+    result = trainer.fit()
+    wall = max(result.wall_seconds, 1e-9)
+    return TrainRunResult(
+        out_dir=out_dir, config=cfg, step=result.step, wall_seconds=result.wall_seconds,
+        images_per_second=(result.images_seen - result.start_step * cfg.train.batch_size) / wall
+        if result.start_step else result.images_seen / wall,
+        final_loss=result.losses[-1] if result.losses else float("nan"),
+        stopped_by=result.stopped_by.value, is_main_process=trainer.dist.is_main,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Load and sample
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class Run:
+    """A trained run loaded for use: ``model`` (EMA weights unless asked otherwise, eval mode) at ``step``."""
+
+    folder: Path
+    config: RunConfig
+    model: nn.Module
+    step: int
+    spec: FamilySpec = field(repr=False)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def load_run(folder: str | os.PathLike[str], *, use_ema: bool = True, device: str | torch.device = "cpu") -> Run:
+    """Open a run folder; a missing folder, config or checkpoint is a clear error."""
+    from elbolab.train import load_weights
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"run folder {folder} does not exist (train one with: elbolab train PRESET --out "
+                                f"{folder})")
+    if not (folder / CONFIG_FILE).exists():
+        raise FileNotFoundError(f"{folder} has no {CONFIG_FILE}: not an elbolab run folder")
+    cfg = load_toml(folder / CONFIG_FILE, RunConfig)
+    spec = family_spec(cfg.family)
+    model = spec.build_model(cfg)
+    step = load_weights(folder, model, ema=use_ema)
+    model.to(device).eval()
+    return Run(folder=folder, config=cfg, model=model, step=step, spec=spec)
+
+
+def draw_samples(run: Run, request: SampleRequest) -> SampleBatch:
+    """``request.n`` samples in batches of ``request.batch_size`` from one generator seeded ``request.seed``."""
+    gen = torch.Generator(run.device).manual_seed(request.seed)
+    images, labels, nfe = [], [], 0
+    done = 0
+    while done < request.n:
+        b = min(request.batch_size, request.n - done)
+        batch = run.spec.sample(run.config, run.model, b, gen, request)
+        images.append(batch.images.float().cpu())
+        if batch.labels is not None:
+            labels.append(batch.labels.cpu())
+        nfe = batch.nfe
+        done += b
+    return SampleBatch(images=torch.cat(images), labels=torch.cat(labels) if labels else None, nfe=nfe)
+
+
+def sample_run(run: Run, request: SampleRequest, out: str | os.PathLike[str]) -> list[Path]:
+    """Sample ``run`` and write a PNG grid at ``out`` and the raw samples beside it (``.npz``)."""
+    from elbolab.evaluate import save_samples_npz
+    from elbolab.viz.grid import save_image_grid
+
+    out = Path(out)
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"--out {out}: expected a .png path (the .npz is written beside it)")
+    t0 = time.perf_counter()
+    batch = draw_samples(run, request)
+    seconds = time.perf_counter() - t0
+    save_image_grid(batch.images, out, nrow=max(1, int(round(request.n ** 0.5))))
+    npz = out.with_suffix(".npz")
+    meta = {"run": str(run.folder), "step": run.step, "seed": request.seed, "nfe": batch.nfe,
+            "sampler": SamplerKind(request.sampler or run.config.sample.sampler).value,
+            "seconds_per_image": seconds / request.n}
+    save_samples_npz(npz, batch.images, labels=batch.labels, meta=meta)
+    logger.info("%d samples in %.1f s (%.3f s/img, %d network evaluations each)", request.n, seconds,
+                seconds / request.n, batch.nfe)
+    return [out, npz]
+
+
+# --------------------------------------------------------------------------------------------------
+# Evaluate
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class EvalRequest:
+    """``metrics``: subset of fid, kid, is, pr, bpd; ``n`` samples for sample metrics; ``bpd_n`` test images
+    for bits/dim (``exact``: all T denoising terms, else a Monte Carlo estimate over t)."""
+
+    metrics: list[str]
+    n: int = 10000
+    bpd_n: int = 256
+    sampler: str | None = None
+    steps: int | None = None
+    seed: int = 0
+    samples: str | None = None
+    exact: bool = False
+
+
+@dataclass
+class EvalReport:
+    path: Path
+    text: str
+
+    def to_text(self) -> str:
+        return self.text
+
+
+def evaluate_run(run: Run, request: EvalRequest) -> EvalReport:
+    """Evaluate ``run`` (writes ``<run>/metrics.json``)."""
+    from elbolab.evaluate import format_eval_table, parse_metrics
+    from elbolab.evaluate import evaluate_run as evaluate_folder
+
+    metrics = parse_metrics(request.metrics)
+    sample_request = SampleRequest(n=min(request.n, 256), sampler=request.sampler, steps=request.steps,
+                                   seed=request.seed)
+
+    def sample_fn(n: int, generator: torch.Generator) -> torch.Tensor:
+        return run.spec.sample(run.config, run.model, n, generator, sample_request).images
+
+    bound_fn = run.spec.bound_fn(run.config, run.model, request.exact)
+    if "bpd" in {m.value for m in metrics} and bound_fn is None:
+        raise ValueError(f"family {run.config.family.value!r} has no likelihood bound: drop 'bpd' from --metrics")
+    result = evaluate_folder(
+        run.folder, metrics, n=request.n, sample_fn=sample_fn, samples_path=request.samples, bound_fn=bound_fn,
+        bpd_method=run.spec.bpd_method or "none", bpd_n=request.bpd_n, seed=request.seed,
+    )
+    return EvalReport(path=run.folder / "metrics.json", text=format_eval_table(result))
+
+
+# --------------------------------------------------------------------------------------------------
+# Demo
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class DemoReport:
+    """What ``elbolab demo`` did and where it wrote it."""
+
+    out_dir: Path
+    train: TrainRunResult
+    grid: Path
+    elbo: dict[str, float]
+    elbo_images: int
+    total_seconds: float
+
+    def to_text(self) -> str:
+        e = self.elbo
+        lines = [
+            f"demo run: {self.out_dir}/ ({self.train.summary()})",
+            f"samples : {self.grid} (8x8, DDIM {self.train.config.sample.steps} steps)",
+            f"ELBO on {self.elbo_images} held-out test images (bits/dim, Monte Carlo over t, +- stderr):",
+            f"  reconstruction  -log p(x0|x1)        {e['reconstruction']:.4f} +- {e['reconstruction_stderr']:.4f}",
+            f"  prior matching  KL(q(xT|x0)||p(xT))  {e['prior']:.6f}",
+            f"  denoising       sum_t KL terms       {e['denoising']:.4f} +- {e['denoising_stderr']:.4f}",
+            f"  total (negative ELBO)                {e['total']:.4f} +- {e['total_stderr']:.4f}",
+            f"total wall time {self.total_seconds / 60:.1f} min; metrics in {self.out_dir / 'demo.json'}",
+        ]
+        return "\n".join(lines)
+
+
+def run_demo(out_dir: str | os.PathLike[str] = "runs/demo", *, minutes: float | None = None, seed: int = 0,
+             elbo_images: int = 128, progress: bool = True) -> DemoReport:
+    """Train ``ddpm-mnist`` on the embedded MNIST, sample an 8x8 DDIM grid, and compute the ELBO terms.
+
+    A previous demo in ``out_dir`` is moved to ``<out_dir>.prev`` (one generation kept).
+    """
+    from elbolab.diffusion import build_diffusion, elbo_terms
+    from elbolab.viz.grid import save_image_grid
+
+    t_start = time.perf_counter()
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        prev = out_dir.with_name(out_dir.name + ".prev")
+        if prev.exists():
+            shutil.rmtree(prev)
+        out_dir.rename(prev)
+        logger.info("moved the previous demo to %s", prev)
+    overrides = [f"train.seed={seed}"]
+    if minutes is not None:
+        overrides.append(f"train.minutes={minutes}")
+    cfg = apply_overrides(preset("ddpm-mnist"), overrides)
+    trained = train_run(cfg, out_dir, progress=progress)
+    run = load_run(out_dir)
+
+    grid = out_dir / "samples" / "demo_grid.png"
+    request = SampleRequest(n=64, sampler=SamplerKind.DDIM, steps=cfg.sample.steps, seed=seed)
+    batch = draw_samples(run, request)
+    save_image_grid(batch.images, grid, nrow=8)
+
+    held_out = load_dataset(dataclasses.replace(run.config.data, split="test", limit=elbo_images))
+    x0, _ = held_out.batch(torch.arange(len(held_out)))
+    terms = elbo_terms(build_diffusion(run.config.diffusion), run.model, x0,
+                       generator=torch.Generator().manual_seed(seed), t_samples=16, progress=progress)
+    elbo = {k: float(getattr(terms, k)) for k in ("reconstruction", "prior", "denoising", "total",
+                                                  "reconstruction_stderr", "denoising_stderr", "total_stderr")}
+    report = DemoReport(out_dir=out_dir, train=trained, grid=grid, elbo=elbo, elbo_images=len(held_out),
+                        total_seconds=time.perf_counter() - t_start)
+    from elbolab.config import atomic_write_text
+
+    atomic_write_text(out_dir / "demo.json", json.dumps({
+        "train": {"step": trained.step, "minutes": trained.wall_seconds / 60, "img_per_s": trained.images_per_second,
+                  "final_loss": trained.final_loss}, "elbo_bpd": elbo, "elbo_images": len(held_out),
+        "grid": str(grid), "total_minutes": report.total_seconds / 60}, indent=2) + "\n")
+    return report
+
+
+__all__ = ["DemoReport", "EvalReport", "EvalRequest", "Run", "SampleRequest", "TrainRunResult",
+           "draw_samples", "evaluate_run", "load_run", "prepare_config", "run_demo", "sample_run", "train_run"]
