@@ -23,6 +23,7 @@ from elbolab.data import (
     DataError,
     check_files,
     dataset_info,
+    download_dataset,
     fetch_file,
     load_dataset,
     md5_file,
@@ -101,6 +102,24 @@ def test_download_into_cache_then_reuse(server, isolated_data_env, served_dir):
     # second load: found in the cache, no network (the autouse fixture's mirror refuses connections)
     again = load_dataset(DataConfig(name="mnist", split="test"))
     assert torch.equal(again.images, ds.images)
+
+
+def test_download_dataset_and_info(server, isolated_data_env, monkeypatch, served_dir):
+    before = dataset_info("mnist")
+    assert before.splits == () and {f.status for f in before.files} == {ChecksumStatus.MISSING}
+    # only the test files are served: the train files fail, the test files land in the cache
+    with pytest.raises(DataError, match="could not download train-images-idx3-ubyte.gz"):
+        download_dataset("mnist", mirrors=[f"{server}/good/"])
+    fetched = [fetch_file(MNIST, f, mirrors=[f"{server}/good/"]) for f in TEST_FILES]
+    info = dataset_info("mnist")
+    assert [s.split for s in info.splits] == ["test"] and info.split("test").count == 10000
+    assert "split 'train' unavailable" in info.to_text()
+    assert {f.filename: f.status for f in info.files}[TEST_FILES[0]] is ChecksumStatus.OK
+    assert all(v.path.parent == isolated_data_env / "mnist" for v in fetched)
+    embedded = download_dataset("mnist-embedded")
+    assert [v.md5 for v in embedded] == [MNIST.file(f).md5 for f in TEST_FILES]
+    with pytest.raises(DataError, match="no files to download"):
+        download_dataset("two-moons")
 
 
 def test_env_mirror_with_name_placeholder(server, isolated_data_env, monkeypatch, served_dir):

@@ -35,6 +35,7 @@ from elbolab.data.registry import (
     SplitInfo,
     dataset_info,
     dataset_names,
+    download_dataset,
     load_dataset,
 )
 from elbolab.data.toy import (
@@ -55,7 +56,7 @@ __all__ = [
     "FASHION_MNIST", "FASHION_MNIST_CLASSES", "FileStatus", "GaussianMixture", "ImageDataset", "LabelledDataset",
     "MNIST", "MNIST_CLASSES", "Mixture1D", "PointDataset", "RemoteFile", "RemoteSource", "SplitInfo", "SwissRoll",
     "ToyName", "TwoMoons", "VerifiedFile", "cache_dir", "cache_root", "check_files", "convert_channels",
-    "dataset_info", "dataset_names", "decode_cifar10_records", "dequantize", "download_file", "fetch_file",
+    "dataset_info", "dataset_names", "download_dataset", "decode_cifar10_records", "dequantize", "download_file", "fetch_file",
     "find_images", "load_cifar10", "load_cifar10_subset", "load_dataset", "load_embedded", "load_idx_source",
     "load_image_folder", "load_toy", "load_toy_dataset", "make_toy", "md5_file", "mirror_bases", "read_cifar10_tar",
     "read_idx", "resize_uint8", "search_dirs", "to_float", "to_uint8", "write_idx",

@@ -94,7 +94,7 @@ class VerifiedFile:
 
 def md5_file(path: str | os.PathLike[str]) -> str:
     """Hex MD5 of a file, read in 1 MiB chunks."""
-    h = hashlib.md5()
+    h = hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as f:
         while chunk := f.read(_CHUNK):
             h.update(chunk)
@@ -194,7 +194,7 @@ def download_file(url: str, dest: str | os.PathLike[str], f: RemoteFile, *,
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     try:
-        h = hashlib.md5()
+        h = hashlib.md5(usedforsecurity=False)
         received = 0
         req = urllib.request.Request(url, headers={"User-Agent": "elbolab (python urllib)"})
         try:

@@ -15,7 +15,6 @@ one MD5 pass over the compressed file (~25 ms for full MNIST).
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 from importlib import resources
 from pathlib import Path
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 
 from elbolab.data.datasets import ImageDataset
-from elbolab.data.download import RemoteFile, RemoteSource, fetch_file
+from elbolab.data.download import RemoteFile, RemoteSource, fetch_file, md5_file
 from elbolab.data.errors import DataError
 from elbolab.data.idx import read_idx
 
@@ -128,7 +127,7 @@ def embedded_files() -> list[tuple[Path, RemoteFile]]:
 def _verified_embedded() -> list[tuple[Path, str]]:
     out = []
     for path, spec in embedded_files():
-        actual = hashlib.md5(path.read_bytes()).hexdigest()
+        actual = md5_file(path)
         if actual != spec.md5:
             raise DataError(
                 f"mnist-embedded: packaged file {path} has MD5 {actual}, expected {spec.md5}; the installation is "

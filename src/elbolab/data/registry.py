@@ -30,7 +30,15 @@ import torch
 from elbolab.config import DataConfig, validate
 from elbolab.data import cifar, mnist
 from elbolab.data.datasets import ImageDataset, PointDataset
-from elbolab.data.download import ChecksumStatus, FileStatus, RemoteSource, check_files, md5_file
+from elbolab.data.download import (
+    ChecksumStatus,
+    FileStatus,
+    RemoteSource,
+    VerifiedFile,
+    check_files,
+    fetch_file,
+    md5_file,
+)
 from elbolab.data.errors import DataError
 from elbolab.data.imagefolder import load_image_folder
 from elbolab.data.toy import ToyName, load_toy_dataset
@@ -143,6 +151,20 @@ def load_dataset(cfg: DataConfig | str | None = None, *, data_dir: str | os.Path
     else:
         ds = cifar.load_cifar10_subset(cfg.split, limit=cfg.limit, data_dir=data_dir)
     return _finish(ds, cfg)
+
+
+def download_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, *,
+                     mirrors: Sequence[str] | None = None) -> tuple[VerifiedFile, ...]:
+    """Make sure every file of a built-in dataset is present and verified (downloading into the cache what is
+    missing); returns where each file is. The embedded dataset only has its packaged files verified."""
+    kind = _parse(name)
+    if not isinstance(kind, DatasetName):
+        raise DataError(f"{name!r} has no files to download: only {', '.join(d.value for d in DatasetName)} do")
+    source = remote_source(kind)
+    if source is None:
+        mnist.load_embedded("train", holdout=0, limit=1)  # verifies both packaged files
+        return tuple(VerifiedFile(p, spec.md5) for p, spec in mnist.embedded_files())
+    return tuple(fetch_file(source, f.filename, data_dir=data_dir, mirrors=mirrors) for f in source.files)
 
 
 # --------------------------------------------------------------------------------------------------

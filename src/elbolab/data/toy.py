@@ -17,6 +17,7 @@ in float64 and returned in the input's dtype (differentiable, so autograd checks
 
 from __future__ import annotations
 
+import abc
 import enum
 import math
 from typing import Sequence, Union
@@ -327,49 +328,61 @@ class Checkerboard:
         return out
 
 
-class TwoMoons:
-    """Two interleaving half circles (as scikit-learn's make_moons), centred, plus Gaussian noise; labels = moon."""
+class _NoisyCurve(abc.ABC):
+    """A 2-D curve sampler plus isotropic Gaussian noise of std ``noise``; subclasses define :meth:`_curve`."""
 
     dim = 2
+    num_classes = 0
 
-    def __init__(self, noise: float = 0.05) -> None:
+    def __init__(self, noise: float) -> None:
         if noise < 0:
             raise ValueError(f"noise = {noise}: must be >= 0")
         self.noise = noise
 
+    @abc.abstractmethod
+    def _curve(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Noise-free points (n, 2) float64 and labels (n,) long."""
+
     def sample_with_labels(self, n: int, generator: torch.Generator,
                            dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x: (n, 2), y: (n,) long)``."""
         _check_n(n)
         _check_generator(generator)
+        x, y = self._curve(n, generator)
+        x = x + self.noise * torch.randn(n, 2, generator=generator, dtype=torch.float64)
+        return x.to(dtype), y
+
+    def sample(self, n: int, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """``(n, 2)`` samples."""
+        return self.sample_with_labels(n, generator, dtype)[0]
+
+
+class TwoMoons(_NoisyCurve):
+    """Two interleaving half circles (as scikit-learn's make_moons), centred, plus Gaussian noise; labels = moon."""
+
+    num_classes = 2
+
+    def __init__(self, noise: float = 0.05) -> None:
+        super().__init__(noise)
+
+    def _curve(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         moon = torch.randint(2, (n,), generator=generator)
         theta = torch.rand(n, generator=generator, dtype=torch.float64) * math.pi
         upper = torch.stack([theta.cos(), theta.sin()], 1)
         lower = torch.stack([1 - theta.cos(), 0.5 - theta.sin()], 1)
-        x = torch.where(moon[:, None] == 0, upper, lower) - torch.tensor([0.5, 0.25], dtype=torch.float64)
-        x = x + self.noise * torch.randn(n, 2, generator=generator, dtype=torch.float64)
-        return x.to(dtype), moon
-
-    def sample(self, n: int, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        return self.sample_with_labels(n, generator, dtype)[0]
+        return torch.where(moon[:, None] == 0, upper, lower) - torch.tensor([0.5, 0.25], dtype=torch.float64), moon
 
 
-class SwissRoll:
-    """2-D swiss roll: t = 1.5 pi (1 + 2 u), x = (t cos t, t sin t) / 5 + noise * eps (FFJORD's toy scaling)."""
-
-    dim = 2
+class SwissRoll(_NoisyCurve):
+    """2-D swiss roll: t = 1.5 pi (1 + 2 u), x = (t cos t, t sin t) / 5 + noise * eps (FFJORD's toy scaling);
+    unlabelled (-1)."""
 
     def __init__(self, noise: float = 0.1) -> None:
-        if noise < 0:
-            raise ValueError(f"noise = {noise}: must be >= 0")
-        self.noise = noise
+        super().__init__(noise)
 
-    def sample(self, n: int, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        _check_n(n)
-        _check_generator(generator)
+    def _curve(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         t = 1.5 * math.pi * (1 + 2 * torch.rand(n, generator=generator, dtype=torch.float64))
-        x = torch.stack([t * t.cos(), t * t.sin()], 1) / 5
-        x = x + self.noise * torch.randn(n, 2, generator=generator, dtype=torch.float64)
-        return x.to(dtype)
+        return torch.stack([t * t.cos(), t * t.sin()], 1) / 5, torch.full((n,), -1, dtype=torch.long)
 
 
 class ToyName(str, enum.Enum):
@@ -414,9 +427,12 @@ def load_toy_dataset(name: str | ToyName, n: int, generator: torch.Generator) ->
     """
     dist = make_toy(name)
     name = ToyName.parse(name)
-    if isinstance(dist, (GaussianMixture, TwoMoons)):
+    if isinstance(dist, GaussianMixture):
         x, y = dist.sample_with_labels(n, generator)
-        return PointDataset(x, y, name=name.value, num_classes=2 if isinstance(dist, TwoMoons) else dist.num_components)
+        return PointDataset(x, y, name=name.value, num_classes=dist.num_components)
+    if isinstance(dist, _NoisyCurve):
+        x, y = dist.sample_with_labels(n, generator)
+        return PointDataset(x, y, name=name.value, num_classes=dist.num_classes)
     if isinstance(dist, Mixture1D):
         return PointDataset(dist.sample_inverse_cdf(n, generator)[:, None], name=name.value)
     return PointDataset(dist.sample(n, generator), name=name.value)
