@@ -95,6 +95,14 @@ class TimeInjection(str, enum.Enum):
     SCALE_SHIFT = "scale_shift"  # adaptive group norm: (1 + s) GN(h) + b
 
 
+class Upsampling(str, enum.Enum):
+    """How the U-Net decoder doubles the resolution."""
+
+    CONV = "conv"  # nearest-neighbour x2 then a 3x3 conv (Ho et al. 2020)
+    TRANSPOSED = "transposed"  # 2x2 stride-2 transposed conv (9x fewer FLOPs than CONV)
+    NEAREST = "nearest"  # nearest-neighbour x2 only (improved-diffusion conv_resample=False)
+
+
 class Precision(str, enum.Enum):
     FP32 = "fp32"
     BF16 = "bf16"  # bf16 autocast (the one optimisation that pays on this CPU, see perf-notes)
@@ -154,6 +162,7 @@ class UNetConfig:
     num_classes: int = 0  # 0 = unconditional; otherwise a label embedding with a learned null class
     mid_attention: bool = True  # self-attention in the middle block (lowest resolution)
     attention_fp32: bool = True  # run SDPA in fp32 inside bf16 autocast (faster backward on CPU)
+    upsampling: Upsampling = Upsampling.CONV
 
 
 @dataclass
