@@ -611,14 +611,14 @@ def _vae_run(family: Family, vae: VAEConfig, minutes: float) -> RunConfig:
 
 
 PRESETS: dict[str, Callable[[], RunConfig]] = {
-    "vae-mnist-fc": lambda: _vae_run(Family.VAE, VAEConfig(), minutes=6.0),
+    "vae-mnist-fc": lambda: _vae_run(Family.VAE, VAEConfig(), minutes=5.0),
     "vae-mnist": lambda: _vae_run(Family.VAE, VAEConfig(
         architecture=VAEArchitecture.CONV, latent_dims=(32,), likelihood=DecoderLikelihood.DISCRETIZED,
-        kl_warmup_steps=2000), minutes=12.0),
-    "hvae-mnist": lambda: _vae_run(Family.HVAE, VAEConfig(latent_dims=(32, 16), hidden_sizes=(512, 256),
-                                                          kl_warmup_steps=2000, free_bits=0.01), minutes=10.0),
+        kl_warmup_steps=500), minutes=8.0),
+    "hvae-mnist": lambda: _vae_run(Family.HVAE, VAEConfig(latent_dims=(32, 16), kl_warmup_steps=500,
+                                                          free_bits=0.01), minutes=6.0),
     "ae-mnist": lambda: _vae_run(Family.AE, VAEConfig(architecture=VAEArchitecture.CONV, latent_dims=(32,)),
-                                 minutes=6.0),
+                                 minutes=3.0),
     "ddpm-mnist": _ddpm_mnist,
     "ddpm-tiny": _ddpm_tiny,
     "ddpm-cifar": _ddpm_cifar,

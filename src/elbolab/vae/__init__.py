@@ -17,6 +17,7 @@ from elbolab.vae.bounds import (
     active_units,
     evaluate_likelihood,
     iwae_bound,
+    vae_bound_fn,
 )
 from elbolab.vae.distributions import DiagonalGaussian
 from elbolab.vae.editing import (
@@ -39,7 +40,7 @@ from elbolab.vae.vae import VAE, Autoencoder, LatentVariableModel
 __all__ = [
     "VAE", "HVAE", "Autoencoder", "LatentVariableModel", "DiagonalGaussian",
     "Likelihood", "Bernoulli", "GaussianFixed", "GaussianLearned", "Discretized", "make_likelihood",
-    "ELBOTerms", "iwae_bound", "LikelihoodReport", "evaluate_likelihood", "ActiveUnits", "active_units",
+    "ELBOTerms", "iwae_bound", "LikelihoodReport", "evaluate_likelihood", "ActiveUnits", "active_units", "vae_bound_fn",
     "ELBOObjective", "AEObjective", "VAE_FAMILIES", "build_vae", "build_objective", "sample_fn",
     "InterpolationKind", "reconstruct", "sample_prior", "latent_traversal", "traversal_grid", "interpolate",
     "attribute_vector", "edit", "ProbeResult", "extract_features", "linear_probe",

@@ -14,7 +14,7 @@ Any model with the methods of :class:`LatentVariableModel` (``elbo``, ``log_impo
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -31,6 +31,7 @@ __all__ = [
     "ActiveUnits",
     "active_units",
     "batches_of_images",
+    "vae_bound_fn",
 ]
 
 
@@ -164,6 +165,35 @@ def evaluate_likelihood(model, data: Iterable, num_samples: int, generator: torc
         reconstruction=float(torch.cat(recons).mean()),
         kl_per_layer=tuple(float(v) for v in torch.cat(kls).mean(0)),
     )
+
+
+def vae_bound_fn(model, num_samples: int = 1,
+                 max_elements: int = 2**24) -> Callable[[Tensor, torch.Generator], dict[str, Tensor]]:
+    """``bound_fn(x, generator) -> {term: (B,) bits/dim}`` for :func:`elbolab.evaluate.evaluate_bpd`.
+
+    ``num_samples = 1``: the ELBO split as ``{"reconstruction": -log p(x|z_1), "kl_1": ..., "kl_L": ...}``
+    (summing to -ELBO); ``num_samples = K > 1``: ``{"iwae_K": -L_K}``. ``x: (B, C, H, W)`` in [-1, 1] becomes a
+    likelihood target with ``generator``. Bits/dim of 8-bit data need the discretised decoder
+    (``BPDMethod.DISCRETIZED_GAUSSIAN``); other decoders' numbers are not 8-bit likelihoods.
+    Put the model in eval mode first.
+    """
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"vae_bound_fn: num_samples = {num_samples!r} must be a positive integer")
+    d = _dims(model)
+
+    @torch.no_grad()
+    def bound_fn(x: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+        target = model.likelihood.prepare(x, generator)
+        if num_samples > 1:
+            return {f"iwae_{num_samples}": nats_to_bpd(-iwae_bound(model, target, num_samples, generator,
+                                                                     max_elements), d)}
+        terms = model.elbo(target, generator)
+        out = {"reconstruction": nats_to_bpd(-terms.reconstruction, d)}
+        for layer, kl in enumerate(terms.kl.unbind(-1), start=1):
+            out[f"kl_{layer}"] = nats_to_bpd(kl, d)
+        return out
+
+    return bound_fn
 
 
 @dataclass
