@@ -41,8 +41,23 @@ def _seed_arg(p: argparse.ArgumentParser) -> None:
 def cmd_data_info(args: argparse.Namespace) -> int:
     from elbolab.data import dataset_info
 
-    info = dataset_info(args.name, data_dir=args.data_dir)
+    info = dataset_info(args.name, data_dir=args.data_dir, download=args.download)
     print(info.to_text())
+    return 0
+
+
+def cmd_data_list(args: argparse.Namespace) -> int:
+    from elbolab.data import dataset_names
+
+    print("\n".join(dataset_names()))
+    return 0
+
+
+def cmd_data_download(args: argparse.Namespace) -> int:
+    from elbolab.data.registry import download_dataset
+
+    for f in download_dataset(args.name, data_dir=args.data_dir, mirrors=args.mirror or None):
+        print(f"ok {f.path}")
     return 0
 
 
@@ -136,7 +151,16 @@ def build_parser() -> argparse.ArgumentParser:
              "elbolab data info mnist --data-dir ../shared/data/mnist")
     q.add_argument("name", help="mnist-embedded, mnist, fashion-mnist, cifar10, imagefolder:PATH")
     q.add_argument("--data-dir", default=None, help="folder with the dataset files (default: $ELBOLAB_DATA or cache)")
+    q.add_argument("--download", action="store_true", help="download missing files into the cache first")
     q.set_defaults(func=cmd_data_info)
+    q = _sub(dsub, "list", "the dataset names elbolab accepts", "elbolab data list")
+    q.set_defaults(func=cmd_data_list)
+    q = _sub(dsub, "download", "download and MD5-verify a dataset's files into the cache (or --data-dir)",
+             "elbolab data download fashion-mnist\nelbolab data download mnist --mirror http://127.0.0.1:8000/")
+    q.add_argument("name", help="mnist, fashion-mnist, cifar10")
+    q.add_argument("--data-dir", default=None, help="folder to look in first (default: $ELBOLAB_DATA or cache)")
+    q.add_argument("--mirror", action="append", help="base URL to download from (repeatable; default: canonical)")
+    q.set_defaults(func=cmd_data_download)
 
     # train
     p = _sub(sub, "train", "train a model from a preset or a TOML config",
@@ -212,6 +236,11 @@ def main(argv: list[str] | None = None) -> int:
         # traceback; anything else is a bug and keeps its traceback.
         print(f"elbolab {args.verb}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head`: not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
