@@ -303,22 +303,24 @@ def consistency_elbo_terms(
     *,
     generator: torch.Generator,
     y: Tensor | None = None,
-    t_samples: int = 1,
+    t_samples: int | None = None,
     decoder: DecoderKind | str = DecoderKind.DISCRETIZED,
     max_batch: int = 512,
 ) -> ELBOTerms:
     """The consistency-term estimator of the same ELBO (lecture notes 003), in bits/dim.
 
     Per image: the reconstruction term (one x_1 draw), the prior term E_{q(x_{T-1}|x_0)} KL(q(x_T|x_{T-1}) ||
-    N(0, I)) (one x_{T-1} draw) and (T - 1) * c_t averaged over ``t_samples`` draws t ~ U{1..T-1}, where for
-    x_{t-1} ~ q(x_{t-1}|x_0), x_{t+1} ~ q(x_{t+1}|x_{t-1}) and r = q(x_t | x_{t-1}, x_{t+1}),
-    c_t = E_r[log q(x_t|x_{t-1}) - log p_theta(x_t|x_{t+1})] in closed form. Unbiased for the same
-    ``total`` as :func:`elbo_terms`, with a larger variance (two random variables per timestep).
+    N(0, I)) (one x_{T-1} draw) and the sum over t = 1..T-1 of c_t, where for x_{t-1} ~ q(x_{t-1}|x_0),
+    x_{t+1} ~ q(x_{t+1}|x_{t-1}) and r = q(x_t | x_{t-1}, x_{t+1}),
+    c_t = E_r[log q(x_t|x_{t-1}) - log p_theta(x_t|x_{t+1})] in closed form. ``t_samples=None``: all T - 1
+    terms (one draw of (x_{t-1}, x_{t+1}) each); ``k``: (T - 1) * mean of k terms with t ~ U{1..T-1}.
+    Unbiased for the same ``total`` as :func:`elbo_terms`, with a larger variance (two random variables
+    per timestep instead of one).
     """
     _check_inputs(x0, y, generator)
     decoder = parse_decoder(decoder)
-    if isinstance(t_samples, bool) or not isinstance(t_samples, int) or t_samples < 1:
-        raise ValueError(f"t_samples = {t_samples!r} must be an integer >= 1")
+    if t_samples is not None and (isinstance(t_samples, bool) or not isinstance(t_samples, int) or t_samples < 1):
+        raise ValueError(f"t_samples = {t_samples!r} must be None (all terms) or an integer >= 1")
     B, T, D = x0.shape[0], diffusion.T, num_dims(x0)
     dev = x0.device
     recon = _evaluate_rows(
@@ -333,14 +335,19 @@ def consistency_elbo_terms(
     prior = sum_flat(normal_kl(fwd.mean, fwd.log_variance.expand_as(x0), zeros, zeros)).double()
     consistency = torch.zeros(B, dtype=torch.float64, device=dev)
     if T >= 2:
-        rows = torch.arange(B, device=dev).repeat(t_samples)
-        ts = torch.randint(1, T, (rows.numel(),), generator=generator, device=dev)
+        if t_samples is None:
+            rows = torch.arange(B, device=dev).repeat(T - 1)
+            ts = torch.arange(1, T, device=dev).repeat_interleave(B)
+        else:
+            rows = torch.arange(B, device=dev).repeat(t_samples)
+            ts = torch.randint(1, T, (rows.numel(),), generator=generator, device=dev)
         c = torch.empty(rows.numel(), dtype=torch.float64, device=dev)
         for sl in _row_chunks(rows.numel(), max_batch):
             yb = None if y is None else y[rows[sl]]
             c[sl] = _consistency_term(diffusion, model, x0[rows[sl]], ts[sl], yb, generator).double()
-        consistency = (T - 1) * c.reshape(t_samples, B).mean(0)
-    return _terms(recon, prior, consistency, D, t_samples, None)
+        c = c.reshape(-1, B)
+        consistency = c.sum(0) if t_samples is None else (T - 1) * c.mean(0)
+    return _terms(recon, prior, consistency, D, 0 if t_samples is None else t_samples, None)
 
 
 def _consistency_term(

@@ -189,8 +189,12 @@ def _sample_loop(
     return_trajectory: bool,
     progress: bool,
     name: str,
+    extra_nfe: int = 0,
 ) -> SampleResult:
-    """Shared loop: for i = S..1 call the model at t = ts[i-1] and let ``step_fn(i, x, out)`` move x."""
+    """Shared loop: for i = S..1 call the model at t = ts[i-1] and let ``step_fn(i, x, out)`` move x.
+
+    ``extra_nfe``: network calls that ``step_fn`` makes itself over the whole run (e.g. Langevin corrector
+    steps), added to the S calls of the loop in ``SampleResult.nfe``."""
     x = _initial_noise(shape, generator, x_T)
     B = x.shape[0]
     if cond is not None and cond.shape[:1] != (B,):
@@ -210,7 +214,7 @@ def _sample_loop(
             x0s.append(x0)
         if callback is not None:
             callback(StepInfo(n, t, t_prev, x, x0))
-    nfe = S * int(getattr(model, "nfe_per_call", 1))
+    nfe = (S + extra_nfe) * int(getattr(model, "nfe_per_call", 1))
     return SampleResult(
         sample=x,
         nfe=nfe,
