@@ -222,6 +222,8 @@ class VAEConfig:
     for an L-layer HVAE (its length is the number of HVAE layers).
     """
 
+    in_channels: int = 1  # data shape (set from the data by `elbolab train`)
+    image_size: int = 28
     architecture: VAEArchitecture = VAEArchitecture.FC
     latent_dims: tuple[int, ...] = (20,)
     hidden_sizes: tuple[int, ...] = (400,)  # fc: widths of the encoder's hidden layers (decoder mirrors)
@@ -362,7 +364,8 @@ _POSITIVE = {
     "DiffusionConfig": ("T",),
     "TrainConfig": ("batch_size", "lr", "log_every", "checkpoint_every"),
     "SampleConfig": ("steps", "n"),
-    "VAEConfig": ("conv_hidden", "layer_hidden", "gaussian_std", "beta", "iwae_samples"),
+    "VAEConfig": ("in_channels", "image_size", "conv_hidden", "layer_hidden", "gaussian_std", "beta",
+                  "iwae_samples"),
 }
 _NON_NEGATIVE = {
     "DataConfig": ("image_size", "channels", "limit", "holdout"),

@@ -13,6 +13,10 @@ def family_spec(family: Family | str) -> FamilySpec:
         from elbolab.families.ddpm import DDPMFamily
 
         return DDPMFamily()
+    if family in (Family.VAE, Family.HVAE, Family.AE):
+        from elbolab.families.vae import VAEFamily
+
+        return VAEFamily(family)
     raise ValueError(f"family {family.value!r} has no run support; choices: {', '.join(f.value for f in Family)}")
 
 

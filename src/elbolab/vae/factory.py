@@ -43,13 +43,17 @@ def _networks(cfg: VAEConfig, image_shape: tuple[int, int, int], enc_out: int, d
             ConvDecoder(latent, dec_out_channels, h, cfg.channels, cfg.conv_hidden))
 
 
-def build_vae(cfg: VAEConfig, image_shape: Sequence[int], family: Family | str = Family.VAE) -> nn.Module:
+def build_vae(cfg: VAEConfig, image_shape: Sequence[int] | None = None,
+              family: Family | str = Family.VAE) -> nn.Module:
     """The model of a VAE-family run: :class:`VAE`, :class:`HVAE` or :class:`Autoencoder`.
 
-    ``image_shape = (C, H, W)`` of the data (e.g. ``(1, 28, 28)``); ``family`` is the run's ``cfg.family``.
+    ``image_shape = (C, H, W)`` of the data (e.g. ``(1, 28, 28)``; default ``cfg.in_channels`` x
+    ``cfg.image_size`` squared); ``family`` is the run's ``cfg.family``.
     ``cfg.latent_dims`` must have one entry for ``vae`` and ``ae``, any number (the HVAE's L) for ``hvae``.
     """
     family = _family(family)
+    if image_shape is None:
+        image_shape = (cfg.in_channels, cfg.image_size, cfg.image_size)
     image_shape = tuple(int(s) for s in image_shape)
     if len(image_shape) != 3 or any(s <= 0 for s in image_shape):
         raise ValueError(f"image_shape = {list(image_shape)}: expected positive (C, H, W)")
