@@ -23,6 +23,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -92,8 +93,9 @@ def _sample_metrics(run_dir: Path, model, dataset: str, data_dir: str, n: int) -
     return out
 
 
-def run_preset(name: str, minutes: float, args: argparse.Namespace) -> dict[str, Any]:
-    cfg = apply_overrides(preset(name), [f"train.minutes={minutes}", f'data.data_dir="{args.data_dir}"'])
+def run_preset(name: str, minutes: float, steps: int, args: argparse.Namespace) -> dict[str, Any]:
+    budget = [f"train.minutes={minutes}", f"train.steps={steps}"]
+    cfg = apply_overrides(preset(name), [*budget, f'data.data_dir="{args.data_dir}"'])
     train = load_dataset(cfg.data)
     test = load_dataset(apply_overrides(cfg, ['data.split="test"']).data)
     model = build_vae(cfg.vae, train.shape, cfg.family)
@@ -109,8 +111,9 @@ def run_preset(name: str, minutes: float, args: argparse.Namespace) -> dict[str,
         "preset": name, "family": cfg.family.value, "architecture": cfg.vae.architecture.value,
         "likelihood": cfg.vae.likelihood.value if generative else "l2",
         "latent_dims": list(cfg.vae.latent_dims), "params": sum(p.numel() for p in model.parameters()),
-        "train_minutes_budget": minutes, "train_steps": result.step, "train_epochs": result.epoch,
-        "train_wall_seconds": result.wall_seconds, "run_dir": str(run_dir),
+        "train_minutes_budget": minutes, "train_steps_budget": steps, "train_steps": result.step,
+        "train_epochs": result.epoch, "train_wall_seconds": result.wall_seconds, "run_dir": str(run_dir),
+        "load_average_after_training": os.getloadavg()[0],
     }
     logger.info("%s: trained %d steps (%.2f epochs) in %.0f s", name, result.step, result.epoch, result.wall_seconds)
     g = torch.Generator().manual_seed(0)
@@ -150,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--presets", nargs="+", default=["vae-mnist-fc", "hvae-mnist", "vae-mnist", "ae-mnist"])
     p.add_argument("--minutes", nargs="*", default=[], help="PRESET=MINUTES training budgets (default: the preset's)")
+    p.add_argument("--steps", nargs="*", default=[], help="PRESET=STEPS: train this many steps instead (minutes "
+                   "then only caps this call; a rerun resumes the run folder)")
+    p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = torch's default)")
     p.add_argument("--data-dir", default="", help="folder holding mnist/ (default: $ELBOLAB_DATA or the cache)")
     p.add_argument("--runs-dir", default="runs/vae")
     p.add_argument("--out", default="benchmarks/results/vae_quality.json")
@@ -158,13 +164,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-samples", type=int, default=10000)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     budgets = {k: float(v) for k, v in (item.split("=", 1) for item in args.minutes)}
+    step_budgets = {k: int(v) for k, v in (item.split("=", 1) for item in args.steps)}
     results: dict[str, Any] = {"torch_threads": torch.get_num_threads(), "presets": {}}
     out = Path(args.out)
     for name in args.presets:
-        minutes = budgets.get(name, preset(name).train.minutes)
+        minutes = budgets.get(name, 0.0 if name in step_budgets else preset(name).train.minutes)
         t0 = time.perf_counter()
-        results["presets"][name] = run_preset(name, minutes, args)
+        results["presets"][name] = run_preset(name, minutes, step_budgets.get(name, 0), args)
         results["presets"][name]["total_seconds"] = time.perf_counter() - t0
         atomic_write_text(out, json.dumps(results, indent=2) + "\n")
         logger.info("wrote %s", out)

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from elbolab.math import slerp
+from elbolab.vae.vae import LatentVariableModel
 
 __all__ = [
     "InterpolationKind",
@@ -53,7 +54,7 @@ def encode_latent(model: nn.Module, x: Tensor, layer: int = 1,
 
     HVAE layers above 1 average ancestral samples, which need a ``generator``.
     """
-    if not hasattr(model, "posterior_means"):
+    if not isinstance(model, LatentVariableModel):
         if layer != 1:
             raise ValueError(f"encode_latent: layer = {layer!r}; an autoencoder has one code layer (layer = 1)")
         return model.features(x)
@@ -73,7 +74,7 @@ def reconstruct(model: nn.Module, x: Tensor) -> Tensor:
 @torch.no_grad()
 def sample_prior(model: nn.Module, n: int, generator: torch.Generator | None, temperature: float = 1.0) -> Tensor:
     """``n`` images decoded from prior samples (stds scaled by ``temperature``), ``(n, C, H, W)``."""
-    if not hasattr(model, "sample_latent"):
+    if not isinstance(model, LatentVariableModel):
         raise ValueError(f"sample_prior: {type(model).__name__} has no prior (an autoencoder cannot sample)")
     return model.sample(n, generator, temperature)
 

@@ -132,4 +132,4 @@ class HVAE(LatentVariableModel):
             raise ValueError(f"decode_latent: layer = {layer!r} must be in 1..{self.num_layers}")
         for l in range(layer, 1, -1):
             z = self.p_transition(l, z).mu
-        return self.likelihood.mean(self.decode(z)).clamp(-1.0, 1.0)
+        return self.decode_mean(z)

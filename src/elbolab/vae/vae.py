@@ -15,6 +15,7 @@ Network call convention of the library: ``model(x, t=None, y=None)`` returns the
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Sequence
 
 import torch
@@ -35,12 +36,12 @@ def _image_shape(image_shape: Sequence[int]) -> tuple[int, int, int]:
     return shape  # type: ignore[return-value]
 
 
-class LatentVariableModel(nn.Module):
+class LatentVariableModel(nn.Module, abc.ABC):
     """What the VAE and the Markovian HVAE share: an encoder network for ``q_phi(z_1|x)``, a decoder network
     and likelihood for ``p_theta(x|z_1)``, and the standard normal prior on the top layer.
 
-    Subclasses define ``elbo``, ``log_importance_weights``, ``posterior_means``, ``sample_latent`` and
-    ``decode_latent`` (see :mod:`elbolab.vae.bounds` for how they are used).
+    Subclasses define the bounds (``elbo``, ``log_importance_weights``, used by :mod:`elbolab.vae.bounds`),
+    ``posterior_means`` (active units, editing) and the generative side (``sample_latent``, ``decode_latent``).
     """
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, likelihood: Likelihood,
@@ -81,15 +82,40 @@ class LatentVariableModel(nn.Module):
         """``log p_theta(x|z_1)`` in nats: ``z1: (..., B, J_1)``, ``x: (B, C, H, W)`` -> ``(..., B)``."""
         return self.likelihood.log_prob(self.decode(z1), x)
 
+    def decode_mean(self, z1: Tensor) -> Tensor:
+        """Image ``E[x|z_1]`` clamped to [-1, 1]: ``z1: (N, J_1) -> (N, C, H, W)``."""
+        return self.likelihood.mean(self.decode(z1)).clamp(-1.0, 1.0)
+
     def forward(self, x: Tensor, t: Tensor | None = None, y: Tensor | None = None) -> Tensor:
         """Reconstruction ``E[x | z_1 = mu_phi(x)]``, same shape as ``x`` (``t`` and ``y`` are unused)."""
         return self.likelihood.mean(self.decode(self.posterior(x).mu))
 
+    # ---------------------------------------------------------------------------------------------- bounds
+    @abc.abstractmethod
+    def elbo(self, x: Tensor, generator: torch.Generator | None) -> ELBOTerms:
+        """Single-sample ELBO terms per example of likelihood targets ``x: (B, C, H, W)``."""
+
+    @abc.abstractmethod
+    def log_importance_weights(self, x: Tensor, num_samples: int, generator: torch.Generator | None) -> Tensor:
+        """``log p(x, z_s) - log q(z_s|x)`` for ``num_samples`` draws ``z_s ~ q(.|x)``: ``(S, B)``."""
+
+    @abc.abstractmethod
+    def posterior_means(self, x: Tensor, generator: torch.Generator | None,
+                        num_samples: int = 32) -> tuple[Tensor, ...]:
+        """``E_q[z_l|x]`` of every latent layer, ``(B, J_l)`` each."""
+
     # ---------------------------------------------------------------------------------------------- generation
+    @abc.abstractmethod
+    def sample_latent(self, n: int, generator: torch.Generator | None, temperature: float = 1.0) -> Tensor:
+        """``z_1`` of ``n`` ancestral samples from the prior, ``(n, J_1)``."""
+
+    @abc.abstractmethod
+    def decode_latent(self, z: Tensor, layer: int = 1) -> Tensor:
+        """Images for codes ``z: (N, J_layer)`` of latent layer ``layer``, ``(N, C, H, W)`` in [-1, 1]."""
+
     def sample(self, n: int, generator: torch.Generator | None, temperature: float = 1.0) -> Tensor:
         """``n`` images from the prior: ancestral latents, then the decoder mean, ``(n, C, H, W)`` in [-1, 1]."""
-        z = self.sample_latent(n, generator, temperature)
-        return self.likelihood.mean(self.decode(z)).clamp(-1.0, 1.0)
+        return self.decode_mean(self.sample_latent(n, generator, temperature))
 
     def _prior_noise(self, n: int, dim: int, generator: torch.Generator | None) -> Tensor:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -126,7 +152,7 @@ class VAE(LatentVariableModel):
         return self.reconstruction_log_prob(z, x) + log_prior - q.log_prob(z).sum(-1)
 
     def posterior_means(self, x: Tensor, generator: torch.Generator | None = None,
-                        num_samples: int = 1) -> tuple[Tensor]:
+                        num_samples: int = 32) -> tuple[Tensor]:
         """``(E_q[z|x],) = (mu_phi(x),)`` (exact; the generator is unused)."""
         return (self.posterior(x).mu,)
 
@@ -138,7 +164,7 @@ class VAE(LatentVariableModel):
         """Decoder mean for latent ``z: (N, J)`` (the only layer), ``(N, C, H, W)`` in [-1, 1]."""
         if layer != 1:
             raise ValueError(f"decode_latent: layer = {layer!r}; a VAE has one latent layer (layer = 1)")
-        return self.likelihood.mean(self.decode(z)).clamp(-1.0, 1.0)
+        return self.decode_mean(z)
 
 
 class Autoencoder(nn.Module):
