@@ -71,6 +71,12 @@ def test_existing_checkpoint_needs_resume(tmp_path):
     Trainer(MLP(), Regression(), _dataset("tensor"), tiny_cfg(steps=2), tmp_path, progress=False).fit()
     with pytest.raises(ValueError, match="resume=True"):
         Trainer(MLP(), Regression(), _dataset("tensor"), tiny_cfg(steps=4), tmp_path, progress=False)
+    # a second fit() of the same Trainer continues from memory
+    t = Trainer(MLP(), Regression(), _dataset("tensor"), tiny_cfg(steps=2), tmp_path / "twice", progress=False)
+    t.fit()
+    t.cfg.steps = 5
+    r = t.fit()
+    assert (r.start_step, r.step, r.checkpoint_step) == (2, 5, 5)
     # resume=True on an empty folder starts a fresh run
     r = Trainer(MLP(), Regression(), _dataset("tensor"), tiny_cfg(steps=2), tmp_path / "new", resume=True,
                 progress=False).fit()

@@ -24,11 +24,15 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Sampler, TensorDataset, default_collate
 
 
+def derive_seed(seed: int, *keys: int) -> int:
+    """A well-mixed 63-bit seed for the random stream ``keys`` (e.g. rank and purpose) of a run seeded ``seed``."""
+    a, b = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, *(int(k) for k in keys)]).generate_state(2, np.uint32)
+    return int(a) << 31 | int(b) >> 1
+
+
 def epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:
     """The order ``(N,)`` long in which epoch ``epoch`` of a run seeded ``seed`` visits ``n`` examples."""
-    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch), 0xE90C]).generate_state(2, np.uint32)
-    g = torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
-    return torch.randperm(n, generator=g)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(seed, 0xE90C, epoch)))
 
 
 def _split(item: Any) -> tuple[Tensor, Tensor | None]:

@@ -95,7 +95,7 @@ class AdversarialObjective(Protocol):
         ...
 
     def update_plan(self) -> list[UpdatePhase]:
-        """The phases of one training step, in order."""
+        """The phases of one training step, in order (``(group, repeats)`` tuples are accepted too)."""
         ...
 
     def ema_group(self) -> str | None:

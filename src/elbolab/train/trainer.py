@@ -51,7 +51,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from elbolab.config import Precision, TrainConfig, atomic_write_text, save_toml, to_dict
-from elbolab.train.batching import BatchStream
+from elbolab.train.batching import BatchStream, derive_seed
 from elbolab.train.checkpoint import (
     Checkpoint,
     checkpoint_step,
@@ -111,6 +111,7 @@ class TrainResult:
     ``step``: optimiser steps (plan executions) completed in total, including those before a resume;
     ``start_step``: the step this call started from; ``epoch``: passes over the data completed (fractional);
     ``images_seen``: real images consumed over all processes; ``wall_seconds``: this call's training time;
+    ``images_per_second``: images consumed in this call (all processes) per second of ``wall_seconds``;
     ``checkpoint_step``: step of the checkpoint in ``out_dir`` on return; ``losses``: per-step loss of this
     call on this process (for an adversarial objective, the loss of the plan's last phase).
     """
@@ -121,6 +122,7 @@ class TrainResult:
     epoch: float
     images_seen: int
     wall_seconds: float
+    images_per_second: float
     stopped_by: StopReason
     checkpoint_step: int | None
     losses: list[float] = field(default_factory=list)
@@ -131,12 +133,6 @@ def warmup_lr(base_lr: float, step: int, warmup_steps: int) -> float:
     if warmup_steps <= 0:
         return base_lr
     return base_lr * min(1.0, (step + 1) / warmup_steps)
-
-
-def derive_seed(seed: int, *keys: int) -> int:
-    """A well-mixed 63-bit seed for the stream ``keys`` (e.g. rank, purpose) of a run seeded ``seed``."""
-    a, b = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, *keys]).generate_state(2, np.uint32)
-    return int(a) << 31 | int(b) >> 1
 
 
 @dataclass
@@ -171,13 +167,10 @@ class Trainer:
                              f"(got steps={cfg.steps}, epochs={cfg.epochs}, minutes={cfg.minutes})")
         self.cfg = cfg
         self.out_dir = Path(out_dir)
-        existing = checkpoint_step(self.out_dir)
-        if existing is not None and not resume:
-            raise ValueError(f"{self.out_dir} already holds a checkpoint (step {existing}): resume it with "
-                             "resume=True (elbolab train --resume) or choose another output folder")
+        self.resume = resume
+        self._existing_checkpoint()
         self.run_config = run_config
         self.sample_fn = sample_fn
-        self.resume = resume
         self.progress = progress
         self.dist = dist if dist is not None else init_distributed(device)
         self.device = self.dist.device
@@ -206,6 +199,7 @@ class Trainer:
         self._acc: dict[str, Any] = {"n": 0, "sums": {}}
         self._interrupted = False
         self._checkpoint_step: int | None = None
+        self._prepared = False
 
     # ----------------------------------------------------------------------------------------------
     # Set-up
@@ -221,7 +215,7 @@ class Trainer:
                 except AttributeError:
                     raise ValueError(f"param group {name!r}: {type(self.model).__name__} has no submodule {m!r}") from None
                 for p in module.parameters():
-                    if not p.requires_grad or id(p) in {id(q) for q in params}:
+                    if not p.requires_grad or owner.get(id(p)) == name:  # frozen, or listed twice
                         continue
                     if id(p) in owner:
                         raise ValueError(f"param groups {owner[id(p)]!r} and {name!r} share parameters")
@@ -325,11 +319,20 @@ class Trainer:
             torch.manual_seed(derive_seed(self.cfg.seed, self.dist.rank, 3, self.step))
         self._checkpoint_step = self.step
 
-    def _prepare(self) -> None:
+    def _existing_checkpoint(self) -> int | None:
+        """Step of the checkpoint in ``out_dir``; an error if there is one and ``resume`` is off."""
         existing = checkpoint_step(self.out_dir)
-        if existing is not None and not self.resume:  # appeared since __init__
+        if existing is not None and not self.resume:
             raise ValueError(f"{self.out_dir} already holds a checkpoint (step {existing}): resume it with "
                              "resume=True (elbolab train --resume) or choose another output folder")
+        return existing
+
+    def _prepare(self) -> None:
+        """Resume or start the run (once; a second ``fit()`` continues from the state in memory)."""
+        if self._prepared:
+            return
+        self._prepared = True
+        existing = self._existing_checkpoint()
         if self.dist.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             if existing is not None:
@@ -586,4 +589,5 @@ class Trainer:
         logger.info("stopped by %s at step %d after %.1f s", stopped_by.value, self.step, wall)
         return TrainResult(out_dir=self.out_dir, step=self.step, start_step=start_step,
                            epoch=self.stream.progress, images_seen=self.images_seen, wall_seconds=wall,
+                           images_per_second=(self.images_seen - start_images) / max(wall, 1e-9),
                            stopped_by=stopped_by, checkpoint_step=self._checkpoint_step, losses=losses)
