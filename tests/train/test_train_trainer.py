@@ -226,3 +226,15 @@ def test_bf16_autocast_on_cpu(tmp_path):
     assert all(math.isfinite(v) for v in r.losses)
     metrics = read_metrics(tmp_path)
     assert set(metrics[0]) >= {"step", "epoch", "loss", "lr", "grad_norm", "img/s", "mse"}
+
+
+def test_objective_metric_named_like_a_trainer_key_is_prefixed(tmp_path):
+    class Named(Regression):
+        def loss(self, model, x, y, generator):
+            out = super().loss(model, x, y, generator)
+            out.metrics["loss"] = 123.0  # e.g. an unweighted loss
+            return out
+
+    r = Trainer(MLP(), Named(), _dataset("tensor"), tiny_cfg(steps=2), tmp_path, progress=False).fit()
+    m = read_metrics(tmp_path)[-1]
+    assert m["objective/loss"] == 123.0 and m["loss"] == r.losses[-1]

@@ -77,6 +77,8 @@ SAMPLES_DIR = "samples"
 
 SampleFn = Callable[[nn.Module, int, torch.Generator], Tensor]
 
+# keys of metrics.jsonl written by the Trainer; an objective metric of the same name is logged as "objective/<key>"
+_TRAINER_KEYS = {"step", "epoch", "loss", "lr", "grad_norm", "img/s", "time"}
 # TrainConfig fields that may change on resume without a warning
 _RESUMABLE_CHANGES = {"steps", "epochs", "minutes", "log_every", "sample_every", "checkpoint_every", "num_workers"}
 
@@ -448,6 +450,7 @@ class Trainer:
                     record.setdefault("loss" + sfx, []).append(loss)
                     record.setdefault("grad_norm" + sfx, []).append(grad_norm)
                     for k, v in metrics.items():
+                        k = k if k not in _TRAINER_KEYS else f"objective/{k}"
                         record.setdefault(k if single else f"{phase.group}/{k}", []).append(v)
         self.model.zero_grad(set_to_none=True)
         if self.ema is not None:
