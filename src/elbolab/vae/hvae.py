@@ -13,8 +13,8 @@ splits into one term per latent layer:
 The top term is a KL between two Gaussians given the sample ``z_{L-1}``: closed form. For ``l < L`` the
 prior side ``p_theta(z_l|z_{l+1})`` is evaluated at ``z_{l+1} ~ q_phi(z_{l+1}|z_l)``, which itself depends on
 ``z_l``, so the term is not a KL between two fixed Gaussians (replacing it by
-``KL(q(z_l|z_{l-1}) || p(z_l|z_{l+1}))`` at a sampled ``z_{l+1}``, the "consistency term" of Luo 2022 eq. 45,
-would bias the bound): it is the single-sample Monte Carlo estimate ``log q(z_l|z_{l-1}) - log p(z_l|z_{l+1})``.
+``KL(q(z_l|z_{l-1}) || p(z_l|z_{l+1}))`` at a sampled ``z_{l+1}``, as in the "consistency term" of Luo 2022's
+first VDM decomposition, would bias the bound): it is the single-sample Monte Carlo estimate ``log q(z_l|z_{l-1}) - log p(z_l|z_{l+1})``.
 The per-layer terms therefore sum to an unbiased estimate of the same ELBO as ``log p(x, z) - log q(z|x)``.
 A variational diffusion model is the special case with fixed linear-Gaussian ``q`` and ``dim z_l = dim x``.
 
