@@ -43,13 +43,14 @@ def mnist_test():
 
 @pytest.fixture(scope="session")
 def mnist_train():
-    """First 3000 MNIST training images and labels."""
-    return _load("mnist", "train", 3000)
+    """First 2000 MNIST training images and labels."""
+    return _load("mnist", "train", 2000)
 
 
 @pytest.fixture(scope="session")
 def fashion_test():
-    return _load("fashion-mnist", "test", 2000)
+    """First 1000 Fashion-MNIST test images and labels."""
+    return _load("fashion-mnist", "test", 1000)
 
 
 @pytest.fixture(scope="session")

@@ -14,8 +14,8 @@ from elbolab.evaluate.fid import (FeatureStats, FIDResult, StatsAccumulator, fea
                                   frechet_distance, sqrtm_psd, trace_sqrt_product)
 from elbolab.evaluate.inception_score import ConfidenceResult, ISResult, confident_fraction, inception_score
 from elbolab.evaluate.kid import KIDResult, kid_from_features, mmd2_unbiased, polynomial_kernel
-from elbolab.evaluate.pipeline import (EvalResult, EvalSettings, Metric, evaluate_bpd, evaluate_run,
-                                       evaluate_samples, parse_metrics)
+from elbolab.evaluate.pipeline import (EvalResult, EvalSettings, Metric, classifier_confidence, evaluate_bpd,
+                                       evaluate_run, evaluate_samples, parse_metrics)
 from elbolab.evaluate.precision_recall import PRResult, precision_recall
 from elbolab.evaluate.reference import ExtractedFeatures, Reference, extract_features, load_reference
 from elbolab.evaluate.report import (QualityRow, format_eval_table, format_quality_table, result_to_dict,
@@ -30,7 +30,7 @@ __all__ = [
     "sqrtm_psd", "trace_sqrt_product",
     "ConfidenceResult", "ISResult", "confident_fraction", "inception_score",
     "KIDResult", "kid_from_features", "mmd2_unbiased", "polynomial_kernel",
-    "EvalResult", "EvalSettings", "Metric", "evaluate_bpd", "evaluate_run", "evaluate_samples", "parse_metrics",
+    "EvalResult", "EvalSettings", "Metric", "classifier_confidence", "evaluate_bpd", "evaluate_run", "evaluate_samples", "parse_metrics",
     "PRResult", "precision_recall",
     "ExtractedFeatures", "Reference", "extract_features", "load_reference",
     "QualityRow", "format_eval_table", "format_quality_table", "result_to_dict", "write_metrics_json",

@@ -46,7 +46,8 @@ class Metric(str, enum.Enum):
     CONF = "conf"  # fraction of samples the classifier labels with confidence >= 0.9
 
 
-SAMPLE_METRICS = frozenset({Metric.FID, Metric.KID, Metric.IS, Metric.PR, Metric.CONF})
+SAMPLE_METRICS = frozenset({Metric.FID, Metric.KID, Metric.IS, Metric.PR, Metric.CONF})  # need samples
+REFERENCE_METRICS = frozenset({Metric.FID, Metric.KID, Metric.PR})  # also need features of real data
 
 
 def parse_metrics(spec: str | Iterable[str | Metric]) -> set[Metric]:
@@ -73,7 +74,7 @@ class EvalResult:
     """Metrics of one set of samples (and optionally of the model's likelihood bound).
 
     A field is None exactly when its metric was not requested. ``reference`` names the real data the samples
-    were compared with; ``feature_sha256`` the feature network.
+    were compared with ("" when no metric needed it); ``feature_sha256`` the feature network ("" if unused).
     """
 
     dataset: str
@@ -133,28 +134,33 @@ def evaluate_samples(samples: torch.Tensor | np.ndarray | SampleSet, dataset: st
         meta, sample_seconds = dict(samples.meta), samples.seconds
         samples = samples.images
     images = as_uint8_images(samples)
-    net = network if network is not None else load_feature_network(dataset)
     seconds: dict[str, float] = {}
     if sample_seconds:
         seconds["sampling"] = sample_seconds
     result_kwargs: dict[str, Any] = {}
+    ref_name, n_ref, sha = "", 0, ""
     if wanted & SAMPLE_METRICS:
-        t0 = time.perf_counter()
-        ref = reference if reference is not None else load_reference(
-            dataset, reference_split, data_dir=data_dir, limit=reference_limit, network=net, progress=progress)
-        if ref.sha256 != net.sha256:
-            raise ValueError(f"reference features come from feature network {ref.sha256[:12]} but the samples "
-                             f"are scored with {net.sha256[:12]}; recompute the reference")
-        seconds["reference_features"] = time.perf_counter() - t0
+        net = network if network is not None else load_feature_network(dataset)
+        sha = net.sha256
+        ref = None
+        if wanted & REFERENCE_METRICS:
+            t0 = time.perf_counter()
+            ref = reference if reference is not None else load_reference(
+                dataset, reference_split, data_dir=data_dir, limit=reference_limit, network=net, progress=progress)
+            if ref.sha256 != net.sha256:
+                raise ValueError(f"reference features come from feature network {ref.sha256[:12]} but the samples "
+                                 f"are scored with {net.sha256[:12]}; recompute the reference")
+            seconds["reference_features"] = time.perf_counter() - t0
+            ref_name, n_ref = f"{ref.dataset}/{ref.split}", ref.n
         t0 = time.perf_counter()
         gen_feats = extract_features(net, images, batch_size=cfg.batch_size, progress=progress,
                                      desc="features samples")
         seconds["sample_features"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         gen = torch.Generator().manual_seed(cfg.seed)
-        if Metric.FID in wanted:
+        if ref is not None and Metric.FID in wanted:
             result_kwargs["fid"] = frechet_distance(gen_feats.stats, ref.data.stats)
-        if Metric.KID in wanted:
+        if ref is not None and Metric.KID in wanted:
             result_kwargs["kid"] = kid_from_features(gen_feats.features, ref.data.features, cfg.kid_subset_size,
                                                      cfg.kid_subsets, generator=gen)
         probs = logits_to_probs(torch.from_numpy(gen_feats.logits))
@@ -162,18 +168,24 @@ def evaluate_samples(samples: torch.Tensor | np.ndarray | SampleSet, dataset: st
             result_kwargs["inception"] = inception_score(probs, splits=min(cfg.is_splits, images.shape[0]))
         if Metric.CONF in wanted:
             result_kwargs["confidence"] = confident_fraction(probs, cfg.confidence_threshold)
-        if Metric.PR in wanted:
+        if ref is not None and Metric.PR in wanted:
             real = _subsample(ref.data.features, cfg.pr_max, gen)
             fake = _subsample(gen_feats.features, cfg.pr_max, gen)
             result_kwargs["pr"] = precision_recall(real, fake, k=cfg.pr_k, batch_size=cfg.batch_size)
         seconds["metrics"] = time.perf_counter() - t0
-        ref_name, n_ref = f"{ref.dataset}/{ref.split}", ref.n
-    else:
-        ref_name, n_ref = "", 0
     if Metric.BPD in wanted:
         result_kwargs["bpd"] = bpd
     return EvalResult(dataset=dataset, reference=ref_name, n_samples=int(images.shape[0]), n_reference=n_ref,
-                      feature_sha256=net.sha256, seconds=seconds, meta=meta, **result_kwargs)
+                      feature_sha256=sha, seconds=seconds, meta=meta, **result_kwargs)
+
+
+def classifier_confidence(samples: torch.Tensor | np.ndarray, dataset: str = "mnist",
+                          threshold: float = 0.9) -> ConfidenceResult:
+    """Fraction of samples (N, C, H, W) that the dataset's shipped classifier labels with probability >=
+    ``threshold`` (the ``elbolab demo`` figure: 256 samples, 0.9; real MNIST test images score about 0.99)."""
+    net = load_feature_network(dataset)
+    out = extract_features(net, as_uint8_images(samples))
+    return confident_fraction(logits_to_probs(torch.from_numpy(out.logits)), threshold)
 
 
 #: ``bound_fn(x0, generator) -> {term name: (B,) bits/dim}`` for float images x0: (B, C, H, W) in [-1, 1]
@@ -212,7 +224,7 @@ def evaluate_run(run_dir: str | os.PathLike[str], metrics: Iterable[Metric | str
                  sample_fn: SampleFn | None = None, samples_path: str | os.PathLike[str] | None = None,
                  bound_fn: BoundFn | None = None, bpd_method: BPDMethod | str = BPDMethod.DISCRETIZED_GAUSSIAN,
                  bpd_n: int = 0, dataset: str | None = None, data_dir: str | None = None,
-                 reference_split: str = "train", sample_batch_size: int = 256, seed: int = 0,
+                 reference_split: str = "train", reference_limit: int = 0, sample_batch_size: int = 256, seed: int = 0,
                  sample_meta: dict[str, Any] | None = None, settings: EvalSettings | None = None,
                  write: bool = True, progress: bool = True) -> EvalResult:
     """Evaluate a trained run folder and write ``<run>/metrics.json`` (``elbolab eval RUN``).
@@ -220,7 +232,8 @@ def evaluate_run(run_dir: str | os.PathLike[str], metrics: Iterable[Metric | str
     Samples come from ``samples_path`` (an .npz from :func:`save_samples_npz`) if given, else are drawn with
     ``sample_fn`` (``n`` of them, progress bar) and saved to ``<run>/samples/eval_<n>.npz`` for reuse.
     ``Metric.BPD`` calls ``bound_fn`` on the test split (first ``bpd_n`` images, 0 = all). The dataset
-    and data folder default to the run's ``config.toml``.
+    and data folder default to the run's ``config.toml``; the real reference is ``reference_split`` (first
+    ``reference_limit`` images, 0 = all).
     """
     from elbolab.evaluate.report import write_metrics_json
 
@@ -249,7 +262,7 @@ def evaluate_run(run_dir: str | os.PathLike[str], metrics: Iterable[Metric | str
         bpd = evaluate_bpd(bound_fn, dataset, bpd_method, data_dir=data_dir, n=bpd_n, seed=seed, progress=progress)
     if sample_set is not None:
         result = evaluate_samples(sample_set, dataset, wanted, reference_split=reference_split, data_dir=data_dir,
-                                  settings=settings, bpd=bpd, progress=progress)
+                                  reference_limit=reference_limit, settings=settings, bpd=bpd, progress=progress)
     else:
         result = EvalResult(dataset=dataset, reference="", n_samples=0, n_reference=0, feature_sha256="", bpd=bpd)
     if write:

@@ -157,7 +157,8 @@ def _card_value(v: Any) -> Any:
 
 
 def save_feature_network(trained: TrainedFeatures, dataset: str | FeatureDataset, cfg: FeatureTrainConfig,
-                         data_info: dict[str, Any], out_dir: str | os.PathLike[str] | None = None) -> tuple[Path, Path]:
+                         data_info: dict[str, Any], out_dir: str | os.PathLike[str] | None = None,
+                         command: str = "") -> tuple[Path, Path]:
     """Write ``<dataset>_features.safetensors`` (atomically) and its JSON card with the SHA-256 of that file."""
     ds = feature_dataset(dataset)
     st_path, card_path = weights_paths(ds, out_dir)
@@ -178,7 +179,7 @@ def save_feature_network(trained: TrainedFeatures, dataset: str | FeatureDataset
         "num_parameters": sum(p.numel() for p in trained.net.parameters()),
         "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(),
                         "machine": platform.machine()},
-        "command": f"python -m elbolab.evaluate.train_features --dataset {ds.value}",
+        "command": command or f"python -m elbolab.evaluate.train_features --dataset {ds.value}",
         "sha256": sha256_file(st_path),
     }
     atomic_write_text(card_path, json.dumps(card, indent=2) + "\n")
@@ -224,8 +225,13 @@ def main(argv: list[str] | None = None) -> int:
     test_x, test_y = _load_split(args.dataset, args.data_dir, "test")
     trained = train_feature_network(train_x, train_y, test_x, test_y, cfg)
     info = {"dataset": args.dataset, "train_images": int(train_x.shape[0]), "test_images": int(test_x.shape[0]),
+            "data_dir": args.data_dir or "(elbolab.data default)",
             "files": "train-images-idx3-ubyte.gz / t10k-images-idx3-ubyte.gz (canonical MD5s)"}
-    st_path, card_path = save_feature_network(trained, args.dataset, cfg, info, args.out_dir)
+    flags = [f"--dataset {args.dataset}"] + [f"--{k} {v}" for k, v in
+                                             (("epochs", args.epochs), ("seed", args.seed), ("threads", args.threads))
+                                             if v is not None]
+    command = "python -m elbolab.evaluate.train_features " + " ".join(flags)
+    st_path, card_path = save_feature_network(trained, args.dataset, cfg, info, args.out_dir, command)
     logger.info("test accuracy %.4f; wrote %s and %s", trained.test_accuracy, st_path, card_path)
     return 0
 
