@@ -11,12 +11,13 @@ Usage (from the repository root):
     # plus trained runs (run folders of DESIGN.md: config.toml, model.safetensors, ema.safetensors, ...)
     python benchmarks/quality.py --data-dir ../shared/data/mnist --runs runs/demo runs/ddpm-60min \
         --n 2000 --sampler ddim --steps 50 --bpd-n 256
-    # reuse samples instead of drawing them (any family): RUN=SAMPLES.npz
+    # reuse samples instead of drawing them: RUN=SAMPLES.npz
     python benchmarks/quality.py --runs runs/gan --samples runs/gan=runs/gan/samples/eval_2000.npz
 
 Writes ``benchmarks/results/quality.json`` and ``quality.md`` (atomically). Samples of a run are drawn through
-a generic ``sample_fn(batch, generator) -> (B, C, H, W) in [-1, 1]`` (:func:`run_functions` builds one for
-DDPM runs; other families pass ``--samples``) and saved to ``RUN/samples/eval_<n>.npz`` for reuse.
+a generic ``sample_fn(batch, generator) -> (B, C, H, W) in [-1, 1]`` (:class:`RunSampler`, any family that
+``elbolab.runs.load_run`` opens) and saved to ``RUN/samples/eval_<n>.npz`` for reuse; bits/dim come from the
+family's ``bound_fn`` (Monte Carlo over t unless ``--exact``; families without a bound show '-').
 """
 
 from __future__ import annotations
@@ -37,10 +38,10 @@ from elbolab.config import DataConfig, RunConfig, atomic_write_text, load_toml
 from elbolab.data import load_dataset
 from elbolab.evaluate import (EvalSettings, Metric, evaluate_bpd, evaluate_samples, generate_samples, load_reference,
                               load_samples_npz, save_samples_npz)
-from elbolab.evaluate.bpd import BPDMethod, diffusion_bound_fn
-from elbolab.evaluate.pipeline import BoundFn
 from elbolab.evaluate.report import QualityRow, format_quality_table, quality_rows_to_json
-from elbolab.evaluate.samples import SampleFn, SampleSet
+from elbolab.evaluate.samples import SampleSet
+from elbolab.families import SampleRequest
+from elbolab.runs import Run, load_run
 
 logger = logging.getLogger("benchmarks.quality")
 
@@ -88,35 +89,18 @@ def read_run(run_dir: Path) -> RunInfo:
                    train_minutes=minutes, train_img_per_s=img_s, config=cfg)
 
 
-def run_functions(run_dir: Path, cfg: RunConfig, sampler: str | None, steps: int | None,
-                  t_samples: int) -> tuple[SampleFn, int, BoundFn | None]:
-    """(sample_fn, NFE per sample, bound_fn) of a DDPM run: EMA weights, the run's or the given sampler."""
-    from elbolab.diffusion import build_diffusion, samplers
-    from elbolab.nn.unet import build_unet
-    from elbolab.train.checkpoint import load_weights
+class RunSampler:
+    """``sample_fn(batch, generator)`` over a loaded run (any family, through ``elbolab.runs``); remembers the
+    network evaluations per sample of the last batch in ``nfe``."""
 
-    if cfg.family.value != "ddpm":
-        raise ValueError(f"{run_dir}: family {cfg.family.value!r} has no built-in sampler here; "
-                         f"pass --samples {run_dir}=SAMPLES.npz")
-    model = build_unet(cfg.unet)
-    load_weights(run_dir, model, ema=True)
-    model.eval()
-    diffusion = build_diffusion(cfg.diffusion)
-    kind = sampler or cfg.sample.sampler.value
-    n_steps = steps or cfg.sample.steps
-    shape = (cfg.unet.in_channels, cfg.unet.image_size, cfg.unet.image_size)
+    def __init__(self, run: Run, sampler: str | None, steps: int | None) -> None:
+        self.run, self.nfe = run, 0
+        self.request = SampleRequest(n=1, sampler=sampler, steps=steps)
 
-    def sample_fn(b: int, g: torch.Generator) -> torch.Tensor:
-        if kind == "ddim":
-            res = samplers.ddim(model, (b, *shape), diffusion, steps=n_steps, generator=g, eta=cfg.sample.eta,
-                                spacing=cfg.sample.spacing)
-        else:
-            res = samplers.ancestral(model, (b, *shape), diffusion, steps=n_steps, generator=g,
-                                     spacing=cfg.sample.spacing)
-        return res.sample.clamp(-1, 1)
-
-    nfe = n_steps * int(getattr(model, "nfe_per_call", 1))  # as samplers.SampleResult.nfe counts them
-    return sample_fn, nfe, diffusion_bound_fn(diffusion, model, t_samples=t_samples)
+    def __call__(self, b: int, generator: torch.Generator) -> torch.Tensor:
+        batch = self.run.spec.sample(self.run.config, self.run.model, b, generator, self.request)
+        self.nfe = batch.nfe
+        return batch.images
 
 
 def floor_row(dataset: str, data_dir: str, n: int, settings: EvalSettings) -> tuple[QualityRow, dict[str, Any]]:
@@ -132,31 +116,27 @@ def floor_row(dataset: str, data_dir: str, n: int, settings: EvalSettings) -> tu
 
 
 def run_row(run_dir: Path, dataset: str, data_dir: str, n: int, settings: EvalSettings, samples: Path | None,
-            sampler: str | None, steps: int | None, bpd_n: int, t_samples: int, seed: int) -> QualityRow:
+            sampler: str | None, steps: int | None, bpd_n: int, exact: bool, seed: int) -> QualityRow:
+    """One row: draw (or reuse) ``n`` samples of the run, score them, and bits/dim on ``bpd_n`` test images."""
     info = read_run(run_dir)
-    bound_fn = None
-    nfe: int | None = None
+    run = load_run(run_dir)
     if samples is not None:
         sample_set: SampleSet = load_samples_npz(samples)
         sample_set.images = sample_set.images[:n]
         nfe = sample_set.meta.get("nfe")
-        s_per_img = sample_set.meta.get("sample_s_per_img")
-        if info.family == "ddpm" and bpd_n:
-            _, _, bound_fn = run_functions(run_dir, info.config, sampler, steps, t_samples)
+        s_per_img = sample_set.meta.get("sample_s_per_img", sample_set.meta.get("seconds_per_image"))
     else:
-        sample_fn, nfe, bound_fn = run_functions(run_dir, info.config, sampler, steps, t_samples)
+        sample_fn = RunSampler(run, sampler, steps)
         sample_set = generate_samples(sample_fn, n, batch_size=min(250, n), generator=torch.Generator().manual_seed(seed))
-        s_per_img = sample_set.seconds / n
+        s_per_img, nfe = sample_set.seconds / n, sample_fn.nfe
         save_samples_npz(run_dir / "samples" / f"eval_{n}.npz", sample_set.images,
                          meta={"sampler": sampler or info.config.sample.sampler.value, "steps": steps, "nfe": nfe,
                                "seed": seed, "sample_s_per_img": s_per_img})
     result = evaluate_samples(sample_set, dataset, SAMPLE_METRICS, reference_split="train", data_dir=data_dir,
                               settings=settings)
-    bpd = None
+    bound_fn = run.spec.bound_fn(run.config, run.model, exact)
     if bound_fn is not None and bpd_n:
-        bpd = evaluate_bpd(bound_fn, dataset, BPDMethod.DISCRETIZED_GAUSSIAN, data_dir=data_dir, n=bpd_n, seed=seed,
-                           extra={"t_samples": t_samples})
-        result.bpd = bpd
+        result.bpd = evaluate_bpd(bound_fn, dataset, run.spec.bpd_method, data_dir=data_dir, n=bpd_n, seed=seed)
     return QualityRow.from_eval(info.family, result, params=info.params, train_minutes=info.train_minutes,
                                 train_img_per_s=info.train_img_per_s, sample_s_per_img=s_per_img, nfe=nfe,
                                 note=run_dir.name)
@@ -172,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sampler", default=None, choices=["ddim", "ancestral"])
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--bpd-n", type=int, default=256, help="test images for bits/dim (0 = skip)")
-    p.add_argument("--t-samples", type=int, default=16, help="Monte Carlo draws of t per image for bits/dim")
+    p.add_argument("--exact", action="store_true", help="exact bits/dim (all T terms) instead of Monte Carlo over t")
     p.add_argument("--kid-subset", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -196,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     floor_meta.append(meta)
     for run in args.runs:
         rows.append(run_row(Path(run), args.dataset, args.data_dir, args.n, settings, samples.get(str(Path(run))),
-                            args.sampler, args.steps, args.bpd_n, args.t_samples, args.seed))
+                            args.sampler, args.steps, args.bpd_n, args.exact, args.seed))
     table = format_quality_table(rows)
     ref = load_reference(args.dataset, "train", data_dir=args.data_dir, progress=False)
     header = (f"Quality on {args.dataset} (features: elbolab {args.dataset} classifier, sha256 {ref.sha256[:12]}; "
