@@ -23,6 +23,12 @@ def fid_eigvals_formula(mu1, s1, mu2, s2):
 
 
 @pytest.fixture(scope="session")
+def shared_data():
+    """The folder with the real MNIST / Fashion-MNIST files (``../shared/data`` beside the repository)."""
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
 def independent_fid():
     return fid_eigvals_formula
 

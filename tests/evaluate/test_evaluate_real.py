@@ -157,11 +157,10 @@ def test_inception_score_of_real_digits_near_ten_and_of_one_image_one(mnist_feat
 
 
 # ---------------------------------------------------------------- entry point and reference cache
-def test_evaluate_samples_end_to_end_with_cached_reference(tmp_path, monkeypatch, mnist_test, mnist_features):
-    from conftest import SHARED_DATA
-
+def test_evaluate_samples_end_to_end_with_cached_reference(tmp_path, monkeypatch, mnist_test, mnist_features,
+                                                           shared_data):
     monkeypatch.setenv("ELBOLAB_CACHE", str(tmp_path))
-    data_dir = str(SHARED_DATA / "mnist")
+    data_dir = str(shared_data / "mnist")
     ref = load_reference("mnist", "train", data_dir=data_dir, limit=1000, progress=False)
     files = list((tmp_path / "reference").glob("mnist-train-n1000-*.npz"))
     assert len(files) == 1 and ref.n == 1000 and ref.sha256 in str(np.load(files[0])["sha256"])
@@ -178,15 +177,13 @@ def test_evaluate_samples_end_to_end_with_cached_reference(tmp_path, monkeypatch
     assert set(Metric) - {Metric.BPD} == {Metric.FID, Metric.KID, Metric.IS, Metric.PR, Metric.CONF}
 
 
-def test_evaluate_run_writes_metrics_json_and_reuses_samples(tmp_path, monkeypatch, mnist_test):
-    from conftest import SHARED_DATA
-
+def test_evaluate_run_writes_metrics_json_and_reuses_samples(tmp_path, monkeypatch, mnist_test, shared_data):
     from elbolab.config import DataConfig, RunConfig, save_toml
     from elbolab.evaluate import evaluate_run
 
     monkeypatch.setenv("ELBOLAB_CACHE", str(tmp_path / "cache"))
     run = tmp_path / "run"
-    save_toml(RunConfig(data=DataConfig(name="mnist", data_dir=str(SHARED_DATA / "mnist"))), run / "config.toml")
+    save_toml(RunConfig(data=DataConfig(name="mnist", data_dir=str(shared_data / "mnist"))), run / "config.toml")
     real = to_float(mnist_test[0][:200])
 
     def sample_fn(b, g):  # a "model" that returns real test digits in a random order
