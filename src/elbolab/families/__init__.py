@@ -13,6 +13,10 @@ def family_spec(family: Family | str) -> FamilySpec:
         from elbolab.families.ddpm import DDPMFamily
 
         return DDPMFamily()
+    if family is Family.GAN:
+        from elbolab.families.gan import GANFamily
+
+        return GANFamily()
     if family in (Family.VAE, Family.HVAE, Family.AE):
         from elbolab.families.vae import VAEFamily
 

@@ -1,0 +1,58 @@
+"""The GAN family: a generator / discriminator pair trained by an adversarial game (elbolab.gan).
+
+A GAN has no likelihood, so there is no bound and no bits/dim: ``bpd_method`` is None and ``bound_fn``
+returns None; ``elbolab eval`` reports sample metrics only (FID, KID, IS, precision/recall).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import torch
+from torch import nn
+
+from elbolab.config import RunConfig
+from elbolab.families.base import BoundFn, SampleBatch, SampleRequest
+from elbolab.gan import GAN, GANObjective, build_gan, sample_gan
+
+logger = logging.getLogger(__name__)
+
+
+class GANFamily:
+    """Builds and samples GAN runs (``family = "gan"``); samples are one generator pass (nfe = 1)."""
+
+    bpd_method = None  # no likelihood: a GAN defines p_g only implicitly, through its sampler
+
+    def adapt_to_data(self, cfg: RunConfig, image_shape: tuple[int, int, int], num_classes: int) -> RunConfig:
+        c, h, w = image_shape
+        if h != w:
+            raise ValueError(f"the GAN networks need square images, the data has H = {h}, W = {w}")
+        g = cfg.gan
+        if (g.in_channels, g.image_size) != (c, h):
+            logger.info("GAN data shape set from the data: %d channels, %dx%d (config had %d, %d)",
+                        c, h, w, g.in_channels, g.image_size)
+            g = dataclasses.replace(g, in_channels=c, image_size=h)
+        if g.num_classes and g.num_classes != num_classes:
+            raise ValueError(f"gan.num_classes = {g.num_classes} but the data has {num_classes or 'no'} classes")
+        return dataclasses.replace(cfg, gan=g)
+
+    def build_model(self, cfg: RunConfig) -> GAN:
+        return build_gan(cfg.gan)
+
+    def build_objective(self, cfg: RunConfig) -> GANObjective:
+        return GANObjective.from_config(cfg.gan)
+
+    def sample(self, cfg: RunConfig, model: nn.Module, n: int, generator: torch.Generator,
+               request: SampleRequest) -> SampleBatch:
+        if not isinstance(model, GAN):
+            raise TypeError(f"GANFamily samples an elbolab.gan.GAN, got {type(model).__name__}")
+        if request.guidance is not None:
+            raise ValueError("--guidance is classifier-free guidance of a diffusion model; a GAN has none")
+        if request.sampler is not None or request.steps is not None or request.eta is not None:
+            raise ValueError("a GAN samples in one generator pass: --sampler, --steps and --eta do not apply")
+        out = sample_gan(model, n, generator, labels=request.label)
+        return SampleBatch(images=out.images.clamp(-1, 1), labels=out.labels, nfe=1)
+
+    def bound_fn(self, cfg: RunConfig, model: nn.Module, exact: bool) -> BoundFn | None:
+        return None  # no likelihood, no bits/dim
