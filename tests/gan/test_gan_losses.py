@@ -26,18 +26,22 @@ def test_losses_equal_the_probability_form_of_the_notes():
     """-L(D, G) = -mean log D(x) - mean log(1 - D(G(z))) with D = sigmoid(logit), and the G losses."""
     d_real, d_fake = torch.sigmoid(REAL.double()), torch.sigmoid(FAKE.double())
     value = d_real.log().mean() + (1 - d_fake).log().mean()
-    assert L.minimax_discriminator_loss(REAL.double(), FAKE.double()).item() == pytest.approx(-value.item(), rel=1e-12)
+    d_loss = L.minimax_discriminator_loss(REAL.double(), FAKE.double())
+    assert d_loss.item() == pytest.approx(-value.item(), rel=1e-12)
     assert L.minimax_generator_loss(FAKE.double()).item() == pytest.approx((1 - d_fake).log().mean().item(), rel=1e-12)
     assert L.non_saturating_generator_loss(FAKE.double()).item() == pytest.approx(-d_fake.log().mean().item(),
                                                                                   rel=1e-12)
     # the BCE of "real" vs "fake" labels
-    bce = F.binary_cross_entropy_with_logits(REAL, torch.ones(4)) + F.binary_cross_entropy_with_logits(FAKE, torch.zeros(4))
+    bce = (F.binary_cross_entropy_with_logits(REAL, torch.ones(4))
+           + F.binary_cross_entropy_with_logits(FAKE, torch.zeros(4)))
     assert L.minimax_discriminator_loss(REAL, FAKE).item() == pytest.approx(bce.item(), rel=1e-6)
 
 
 def test_losses_are_stable_at_extreme_logits():
     big = torch.tensor([-500.0, 500.0])
-    for v in (L.minimax_discriminator_loss(big, big), L.minimax_generator_loss(big), L.non_saturating_generator_loss(big)):
+    values = (L.minimax_discriminator_loss(big, big), L.minimax_generator_loss(big),
+              L.non_saturating_generator_loss(big))
+    for v in values:
         assert torch.isfinite(v)
     assert L.non_saturating_generator_loss(torch.tensor([-500.0])).item() == pytest.approx(500.0)
 

@@ -49,7 +49,8 @@ def test_objective_interface_and_config():
     assert groups["discriminator"].modules == ("discriminator",) and groups["discriminator"].lr == 4e-4
     assert groups["generator"].lr is None  # falls back to train.lr
     assert obj.ema_group() == "generator"
-    for bad, match in ((dict(loss="hinge"), "hinge"), (dict(n_critic=0), "n_critic"), (dict(gp_weight=-1.0), "gp_weight")):
+    bads = ((dict(loss="hinge"), "hinge"), (dict(n_critic=0), "n_critic"), (dict(gp_weight=-1.0), "gp_weight"))
+    for bad, match in bads:
         with pytest.raises(ValueError, match=match):
             GANObjective(**bad)
     with pytest.raises(TypeError, match="elbolab.gan.GAN"):

@@ -8,13 +8,17 @@ elsewhere; a family module holds only what differs between families.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 from torch import Tensor, nn
 
 from elbolab.config import RunConfig, SamplerKind
+
+logger = logging.getLogger(__name__)
 
 BoundFn = Callable[[Tensor, torch.Generator], dict[str, Tensor]]
 """``bound_fn(x0: (B, C, H, W) in [-1, 1], generator) -> {term name: (B,) bits/dim}``."""
@@ -91,3 +95,16 @@ class DropLabels:
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         if hasattr(self.objective, "load_state_dict"):
             self.objective.load_state_dict(state)
+
+
+def with_image_shape(section: Any, image_shape: tuple[int, int, int], what: str) -> Any:
+    """``section`` (a config dataclass with ``in_channels`` and ``image_size``) set to the data's square
+    ``image_shape`` (C, H, W), logged when it changes; ``what`` names the networks in messages."""
+    c, h, w = image_shape
+    if h != w:
+        raise ValueError(f"the {what} networks need square images, the data has H = {h}, W = {w}")
+    if (section.in_channels, section.image_size) != (c, h):
+        logger.info("%s data shape set from the data: %d channels, %dx%d (config had %d, %d)",
+                    what, c, h, w, section.in_channels, section.image_size)
+        section = dataclasses.replace(section, in_channels=c, image_size=h)
+    return section

@@ -7,16 +7,13 @@ returns None; ``elbolab eval`` reports sample metrics only (FID, KID, IS, precis
 from __future__ import annotations
 
 import dataclasses
-import logging
 
 import torch
 from torch import nn
 
 from elbolab.config import RunConfig
-from elbolab.families.base import BoundFn, SampleBatch, SampleRequest
+from elbolab.families.base import BoundFn, SampleBatch, SampleRequest, with_image_shape
 from elbolab.gan import GAN, GANObjective, build_gan, sample_gan
-
-logger = logging.getLogger(__name__)
 
 
 class GANFamily:
@@ -25,14 +22,7 @@ class GANFamily:
     bpd_method = None  # no likelihood: a GAN defines p_g only implicitly, through its sampler
 
     def adapt_to_data(self, cfg: RunConfig, image_shape: tuple[int, int, int], num_classes: int) -> RunConfig:
-        c, h, w = image_shape
-        if h != w:
-            raise ValueError(f"the GAN networks need square images, the data has H = {h}, W = {w}")
-        g = cfg.gan
-        if (g.in_channels, g.image_size) != (c, h):
-            logger.info("GAN data shape set from the data: %d channels, %dx%d (config had %d, %d)",
-                        c, h, w, g.in_channels, g.image_size)
-            g = dataclasses.replace(g, in_channels=c, image_size=h)
+        g = with_image_shape(cfg.gan, image_shape, "GAN")
         if g.num_classes and g.num_classes != num_classes:
             raise ValueError(f"gan.num_classes = {g.num_classes} but the data has {num_classes or 'no'} classes")
         return dataclasses.replace(cfg, gan=g)

@@ -6,9 +6,10 @@ stride-2 building blocks are the same ``k=4, s=2, p=1`` convolutions that halve 
 - DCGAN (Radford et al. 2016, "Unsupervised representation learning with deep convolutional GANs"):
   :class:`DCGANGenerator` ``z: (B, latent_dim) -> x: (B, C, S, S)`` in [-1, 1] (tanh output) and
   :class:`DCGANDiscriminator` ``x: (B, C, S, S) -> logits: (B,)``, for 28x28 grey (7 -> 14 -> 28) and 32x32 RGB
-  (4 -> 8 -> 16 -> 32). The generator uses ReLU and pixelwise normalisation (or batch normalisation as in the paper); the
-  discriminator uses LeakyReLU(0.2) and no normalisation, so that every example is scored independently
-  (required by the per-example gradient penalty of WGAN-GP, Gulrajani et al. 2017, Sec. 4).
+  (4 -> 8 -> 16 -> 32). The generator uses ReLU and pixelwise normalisation (or batch normalisation as in
+  the paper: its running statistics then do not match EMA weights); the discriminator uses LeakyReLU(0.2)
+  and no normalisation, so that every example is scored independently (required by the per-example
+  gradient penalty of WGAN-GP, Gulrajani et al. 2017, Sec. 4).
 - MLP pair (Goodfellow et al. 2014's fully-connected GAN): :class:`MLPGenerator` ``z -> (B, *data_shape)`` and
   :class:`MLPDiscriminator` ``(B, *data_shape) -> (B,)``, for 2-D / 1-D toy data (``data_shape = (D,)``) or
   flattened images (``data_shape = (C, H, W)``, tanh output).
