@@ -42,6 +42,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from elbolab.config import coerce
 from elbolab.diffusion.process import Gaussian, GaussianDiffusion
 from elbolab.math import (
     discretized_gaussian_log_likelihood,
@@ -72,12 +73,8 @@ class DecoderKind(str, enum.Enum):
 
 
 def parse_decoder(kind: DecoderKind | str) -> DecoderKind:
-    try:
-        return DecoderKind(kind)
-    except ValueError:
-        raise ValueError(
-            f"decoder = {kind!r} is not valid: expected one of {', '.join(repr(d.value) for d in DecoderKind)}"
-        ) from None
+    """``kind`` as a :class:`DecoderKind`; raises a ValueError listing the choices."""
+    return coerce(kind, DecoderKind, "decoder")
 
 
 def decoder_log_likelihood(x0: Tensor, step: Gaussian, decoder: DecoderKind | str) -> Tensor:

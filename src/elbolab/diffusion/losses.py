@@ -22,7 +22,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from elbolab.config import DiffusionConfig, LossKind
+from elbolab.config import DiffusionConfig, LossKind, coerce
 from elbolab.diffusion.elbo import DecoderKind, parse_decoder, timestep_terms
 from elbolab.diffusion.parameterization import Prediction, parse_prediction
 from elbolab.diffusion.process import GaussianDiffusion
@@ -41,12 +41,8 @@ __all__ = [
 
 
 def parse_loss(kind: LossKind | str) -> LossKind:
-    try:
-        return LossKind(kind)
-    except ValueError:
-        raise ValueError(
-            f"loss = {kind!r} is not valid: expected one of {', '.join(repr(k.value) for k in LossKind)}"
-        ) from None
+    """``kind`` as a :class:`~elbolab.config.LossKind`; raises a ValueError listing the choices."""
+    return coerce(kind, LossKind, "loss")
 
 
 def build_diffusion(cfg: DiffusionConfig) -> GaussianDiffusion:

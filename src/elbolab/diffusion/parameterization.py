@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from elbolab.config import PredictionKind
+from elbolab.config import PredictionKind, coerce
 
 __all__ = [
     "Prediction",
@@ -45,13 +45,8 @@ Prediction = PredictionKind
 
 
 def parse_prediction(kind: Prediction | str) -> Prediction:
-    """``kind`` as a :data:`Prediction` member; raises ValueError listing the choices."""
-    try:
-        return Prediction(kind)
-    except ValueError:
-        raise ValueError(
-            f"prediction = {kind!r} is not valid: expected one of {', '.join(repr(p.value) for p in Prediction)}"
-        ) from None
+    """``kind`` as a :data:`Prediction` member; raises a ValueError listing the choices."""
+    return coerce(kind, Prediction, "prediction")
 
 
 def _a_s(alpha_bar: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:

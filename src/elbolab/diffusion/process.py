@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from elbolab.config import VarianceKind
+from elbolab.config import VarianceKind, coerce
 from elbolab.diffusion import parameterization as param
 from elbolab.diffusion.parameterization import Prediction
 from elbolab.diffusion.schedules import NoiseSchedule
@@ -62,13 +62,8 @@ class ReverseStep(Gaussian):
 
 
 def parse_variance(kind: VarianceKind | str) -> VarianceKind:
-    """``kind`` as a :class:`~elbolab.config.VarianceKind`; raises ValueError listing the choices."""
-    try:
-        return VarianceKind(kind)
-    except ValueError:
-        raise ValueError(
-            f"variance = {kind!r} is not valid: expected one of {', '.join(repr(v.value) for v in VarianceKind)}"
-        ) from None
+    """``kind`` as a :class:`~elbolab.config.VarianceKind`; raises a ValueError listing the choices."""
+    return coerce(kind, VarianceKind, "variance")
 
 
 class GaussianDiffusion:

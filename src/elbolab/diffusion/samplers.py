@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from elbolab.config import Spacing
+from elbolab.config import Spacing, coerce
 from elbolab.diffusion import parameterization as param
 from elbolab.diffusion.process import GaussianDiffusion
 from elbolab.diffusion.schedules import NoiseSchedule
@@ -39,9 +39,12 @@ __all__ = [
     "StepInfo",
     "ancestral",
     "ancestral_step",
+    "check_generator",
     "ddim",
     "ddim_step",
+    "initial_noise",
     "respace",
+    "sample_loop",
     "sampling_timesteps",
 ]
 
@@ -79,12 +82,7 @@ Callback = Callable[[StepInfo], None]
 
 
 def _parse_spacing(spacing: Spacing | str) -> Spacing:
-    try:
-        return Spacing(spacing)
-    except ValueError:
-        raise ValueError(
-            f"spacing = {spacing!r} is not valid: expected one of {', '.join(repr(s.value) for s in Spacing)}"
-        ) from None
+    return coerce(spacing, Spacing, "spacing")
 
 
 def sampling_timesteps(T: int, steps: int, spacing: Spacing | str = Spacing.LEADING) -> Tensor:
@@ -159,12 +157,14 @@ def ddim_step(
     return x
 
 
-def _check_generator(generator: torch.Generator) -> None:
+def check_generator(generator: torch.Generator) -> None:
+    """TypeError unless ``generator`` is a torch.Generator (samplers take no implicit randomness)."""
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator (all randomness is explicit), got {generator!r}")
 
 
-def _initial_noise(shape: tuple[int, ...], generator: torch.Generator, x_T: Tensor | None) -> Tensor:
+def initial_noise(shape: tuple[int, ...], generator: torch.Generator, x_T: Tensor | None) -> Tensor:
+    """``x_T`` if given (its shape checked), else N(0, I) of ``shape = (B, ...)`` on the generator's device."""
     shape = tuple(int(s) for s in shape)
     if len(shape) < 2 or any(s < 1 for s in shape):
         raise ValueError(f"shape must be (B, ...) with positive sizes, got {shape}")
@@ -175,7 +175,7 @@ def _initial_noise(shape: tuple[int, ...], generator: torch.Generator, x_T: Tens
     return torch.randn(shape, generator=generator, device=generator.device)
 
 
-def _sample_loop(
+def sample_loop(
     model: nn.Module,
     shape: tuple[int, ...],
     diffusion: GaussianDiffusion,
@@ -195,7 +195,7 @@ def _sample_loop(
 
     ``extra_nfe``: network calls that ``step_fn`` makes itself over the whole run (e.g. Langevin corrector
     steps), added to the S calls of the loop in ``SampleResult.nfe``."""
-    x = _initial_noise(shape, generator, x_T)
+    x = initial_noise(shape, generator, x_T)
     B = x.shape[0]
     if cond is not None and cond.shape[:1] != (B,):
         raise ValueError(f"cond must have shape ({B},), got {tuple(cond.shape)}")
@@ -246,7 +246,7 @@ def ancestral(
     sigma_t^2 follows ``diffusion.variance`` (beta_t or beta_tilde_t). ``clip_x0`` clips x0_hat to [-1, 1]
     (images) before forming the mean. ``x_T``: start from this noise instead of drawing it.
     """
-    _check_generator(generator)
+    check_generator(generator)
     S = diffusion.T if steps is None else steps
     ts = sampling_timesteps(diffusion.T, S, spacing).to(generator.device)
     chain = respace(diffusion, ts)
@@ -255,7 +255,7 @@ def ancestral(
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) if i > 1 else None
         return ancestral_step(chain, out, x, i, noise, clip_x0=clip_x0)
 
-    return _sample_loop(
+    return sample_loop(
         model, shape, diffusion, ts, step_fn, generator=generator, cond=cond, callback=callback, x_T=x_T,
         return_trajectory=return_trajectory, progress=progress, name="ancestral",
     )
@@ -285,7 +285,7 @@ def ddim(
     """
     if not 0.0 <= float(eta) <= 1.0:
         raise ValueError(f"eta = {eta!r} must be in [0, 1]")
-    _check_generator(generator)
+    check_generator(generator)
     S = diffusion.T if steps is None else steps
     ts = sampling_timesteps(diffusion.T, S, spacing).to(generator.device)
     abar = diffusion.schedule.alpha_bars
@@ -302,7 +302,11 @@ def ddim(
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) if sigma > 0 else None
         return ddim_step(x0, eps, ab_prev, sigma, noise), x0
 
-    return _sample_loop(
+    return sample_loop(
         model, shape, diffusion, ts, step_fn, generator=generator, cond=cond, callback=callback, x_T=x_T,
         return_trajectory=return_trajectory, progress=progress, name="ddim",
     )
+
+
+# names used by elbolab.score.samplers before these helpers were public
+_check_generator, _initial_noise, _sample_loop = check_generator, initial_noise, sample_loop

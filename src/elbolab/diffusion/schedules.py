@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from elbolab.config import ScheduleKind
+from elbolab.config import ConfigError, ScheduleKind, coerce
 
 __all__ = ["NoiseSchedule", "ScheduleError"]
 
@@ -136,11 +136,9 @@ class NoiseSchedule:
     ) -> NoiseSchedule:
         """Dispatch on a :class:`~elbolab.config.ScheduleKind` (or its string value)."""
         try:
-            kind = ScheduleKind(kind)
-        except ValueError:
-            raise ScheduleError(
-                f"schedule = {kind!r} is not valid: expected one of {', '.join(repr(k.value) for k in ScheduleKind)}"
-            ) from None
+            kind = coerce(kind, ScheduleKind, "schedule")
+        except ConfigError as e:
+            raise ScheduleError(str(e)) from None
         if kind is ScheduleKind.LINEAR:
             return cls.linear(T, beta_start, beta_end)
         return cls.cosine(T, s)
