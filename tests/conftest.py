@@ -9,4 +9,6 @@ import os
 
 import torch
 
-torch.set_num_threads(int(os.environ.get("ELBOLAB_TEST_THREADS", "1")))
+THREADS = os.environ.get("ELBOLAB_TEST_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", THREADS)  # subprocesses started by tests (CLI, torchrun, SIGKILL tests)
+torch.set_num_threads(int(THREADS))
