@@ -148,13 +148,17 @@ class ResBlock(nn.Module):
         self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
 
     def forward(self, x: Tensor, cond: Tensor) -> Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
+        # Without autograd (sampling), SiLU overwrites the fresh GroupNorm output in place.
+        inplace = not torch.is_grad_enabled()
+        h = self.conv1(F.silu(self.norm1(x), inplace=inplace))
         if self.scale_shift:
             h = adaptive_group_norm(h, self.norm2.num_groups, cond, self.norm2.eps)
         else:
             h = self.norm2(h + cond[:, :, None, None].to(h.dtype))
-        h = self.conv2(self.dropout(F.silu(h)))
-        return self.skip(x) + h
+        h = self.conv2(self.dropout(F.silu(h, inplace=inplace)))
+        skip = self.skip(x)
+        # conv2's output is fresh and not needed by its backward: add the residual in place.
+        return h.add_(skip) if skip.dtype == h.dtype else h + skip
 
 
 class SelfAttention(nn.Module):
@@ -204,7 +208,7 @@ class Downsample(nn.Module):
 
 
 class Upsample(nn.Module):
-    """Double H and W: ``(B, C, H, W) -> (B, C, 2H, 2W)``.
+    """Double H and W: ``(B, C, H, W) -> (B, out_channels, 2H, 2W)`` (``out_channels`` defaults to C).
 
     ``mode``: ``"conv"`` nearest-neighbour then a 3x3 conv (Ho et al. 2020); ``"transposed"`` a 2x2 stride-2
     transposed conv (each input pixel becomes a learned 2x2 patch; 9x fewer FLOPs than "conv");
@@ -213,15 +217,20 @@ class Upsample(nn.Module):
 
     MODES = ("conv", "transposed", "nearest")
 
-    def __init__(self, channels: int, mode: str = "conv") -> None:
+    def __init__(self, channels: int, mode: str = "conv", out_channels: int | None = None) -> None:
         super().__init__()
         if mode not in self.MODES:
             raise ValueError(f"Upsample: mode = {mode!r}; choices: {', '.join(self.MODES)}")
+        out_channels = channels if out_channels is None else out_channels
+        if mode == "nearest" and out_channels != channels:
+            raise ValueError(f"Upsample: mode 'nearest' keeps the channels ({channels}), got out_channels = "
+                             f"{out_channels}")
         self.mode = mode
+        self.out_channels = out_channels
         if mode == "conv":
-            self.conv: nn.Module = nn.Conv2d(channels, channels, 3, padding=1)
+            self.conv: nn.Module = nn.Conv2d(channels, out_channels, 3, padding=1)
         elif mode == "transposed":
-            self.conv = nn.ConvTranspose2d(channels, channels, 2, stride=2)
+            self.conv = nn.ConvTranspose2d(channels, out_channels, 2, stride=2)
         else:
             self.conv = nn.Identity()
 

@@ -160,7 +160,11 @@ class UNet(nn.Module):
                 self.up.append(res_attn(ch + skip_chans.pop(), c_out, res))
                 ch = c_out
             if level > 0:
-                self.up.append(Upsample(ch, cfg.upsampling.value))
+                # The transposed conv also maps to the channel count of the level it enters (cheaper at the
+                # higher resolution); the nearest+conv upsampler of Ho et al. keeps the channels.
+                c_next = chans[level - 1] if cfg.upsampling == Upsampling.TRANSPOSED else ch
+                self.up.append(Upsample(ch, cfg.upsampling.value, c_next))
+                ch = c_next
                 res *= 2
 
         self.norm_out = nn.GroupNorm(groups, ch)
@@ -224,7 +228,7 @@ class UNet(nn.Module):
                 h = block(torch.cat([h, skips.pop()], dim=1), next(conds))
             else:
                 h = block(h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return self.conv_out(F.silu(self.norm_out(h), inplace=not torch.is_grad_enabled()))
 
 
 def build_unet(cfg: UNetConfig) -> UNet:
