@@ -1,0 +1,181 @@
+"""Pieces of the reverse chain that the applications share: start it at any t, and run DDIM backwards.
+
+- :func:`truncate`: the diffusion restricted to its first ``t`` steps (same alpha_bar_1..alpha_bar_t, so the
+  network is called with the original timesteps). The library samplers run on it start at x_t instead of
+  x_T: :func:`reverse_from` draws x_0 ~ p_theta(x_0 | x_t) with Algorithm 2 of Ho et al. 2020 (or DDIM).
+  This is what DDPM Figs. 7-9 need: "samples from p_theta(x_0 | x_t)" (shared latent) and "decoded by the
+  reverse chain" (interpolation).
+- :func:`ddim_invert`: the deterministic DDIM map (Song et al. 2021, eta = 0) run forward, x_0 -> x_t, the
+  usual "DDIM inversion": each step s -> s' sets x_{s'} = sqrt(abar_{s'}) x0_hat + sqrt(1 - abar_{s'}) eps_hat
+  with eps_hat = eps_theta(x_s, s') (the network is evaluated at the next, noisier timestep, as in diffusers'
+  DDIMInverseScheduler, because eps_theta(., 0) does not exist). :func:`ddim_decode` is the reverse map
+  (:func:`elbolab.diffusion.samplers.ddim` with eta = 0 on the truncated chain).
+
+Shapes: ``x: (B, ...)`` (images ``(B, C, H, W)``); ``t``: a Python int in 0..T (0 = data, nothing to do).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from elbolab.config import SamplerKind, Spacing
+from elbolab.diffusion import samplers
+from elbolab.diffusion.process import GaussianDiffusion
+from elbolab.diffusion.samplers import SampleResult, ancestral_step, ddim_step, respace, sampling_timesteps
+from elbolab.diffusion.schedules import NoiseSchedule
+
+__all__ = ["check_time", "ddim_decode", "ddim_invert", "reverse_from", "reverse_from_shared_noise", "run_diffusion",
+           "truncate"]
+
+
+def check_time(t: int, T: int, name: str = "t", low: int = 0) -> int:
+    """``t`` as an int in ``low..T``; ValueError naming the value and the range otherwise."""
+    if isinstance(t, bool) or not isinstance(t, int) or not low <= t <= T:
+        raise ValueError(f"{name} = {t!r} must be an integer in {low}..{T} (T = {T})")
+    return t
+
+
+def _check_steps(steps: int | None, t: int) -> int:
+    S = t if steps is None else min(steps, t)
+    if isinstance(S, bool) or not isinstance(S, int) or S < 1:
+        raise ValueError(f"steps = {steps!r} must be a positive integer (or None for every timestep)")
+    return S
+
+
+def run_diffusion(run) -> GaussianDiffusion:
+    """The :class:`GaussianDiffusion` of a loaded diffusion run; ValueError for runs of other families."""
+    from elbolab.config import Family
+    from elbolab.diffusion import build_diffusion
+
+    if run.config.family is not Family.DDPM:
+        raise ValueError(f"{run.folder} is a {run.config.family.value!r} run: this application needs a diffusion "
+                         f"run (family 'ddpm')")
+    return build_diffusion(run.config.diffusion)
+
+
+def truncate(diffusion: GaussianDiffusion, t: int) -> GaussianDiffusion:
+    """``diffusion`` cut after step ``t`` (1..T): alpha_bar'_s = alpha_bar_s for s = 1..t (t = T: unchanged)."""
+    check_time(t, diffusion.T, low=1)
+    if t == diffusion.T:
+        return diffusion
+    schedule = NoiseSchedule.from_alpha_bars(diffusion.schedule.alpha_bars[1:t + 1])
+    return GaussianDiffusion(schedule, diffusion.prediction, diffusion.variance)
+
+
+def reverse_from(
+    model: nn.Module,
+    x_t: Tensor,
+    t: int,
+    diffusion: GaussianDiffusion,
+    *,
+    generator: torch.Generator,
+    steps: int | None = None,
+    sampler: SamplerKind | str = SamplerKind.ANCESTRAL,
+    cond: Tensor | None = None,
+    clip_x0: bool = False,
+    return_trajectory: bool = False,
+    progress: bool = False,
+) -> SampleResult:
+    """Decode ``x_t: (B, ...)`` at time ``t`` (0..T) to x_0 with the reverse chain: a draw of p_theta(x_0 | x_t).
+
+    ``steps``: visit ``min(steps, t)`` timesteps evenly spaced from t down to 1 (None: all t of them).
+    ``sampler``: ``ancestral`` (Algorithm 2) or ``ddim`` (deterministic, eta = 0). ``t = 0`` returns ``x_t``.
+    """
+    T = diffusion.T
+    check_time(t, T)
+    sampler = SamplerKind(sampler)
+    if t == 0:
+        return SampleResult(sample=x_t, nfe=0, timesteps=torch.zeros(0, dtype=torch.long),
+                            xs=x_t[None] if return_trajectory else None,
+                            x0s=x_t.new_empty((0, *x_t.shape)) if return_trajectory else None)
+    S = _check_steps(steps, t)
+    chain = truncate(diffusion, t)
+    fn = samplers.ancestral if sampler is SamplerKind.ANCESTRAL else samplers.ddim
+    return fn(model, tuple(x_t.shape), chain, steps=S, generator=generator, cond=cond, spacing=Spacing.LINSPACE,
+              clip_x0=clip_x0, x_T=x_t, return_trajectory=return_trajectory, progress=progress)
+
+
+@torch.no_grad()
+def reverse_from_shared_noise(
+    model: nn.Module,
+    x_t: Tensor,
+    t: int,
+    diffusion: GaussianDiffusion,
+    *,
+    generator: torch.Generator,
+    steps: int | None = None,
+    cond: Tensor | None = None,
+    clip_x0: bool = False,
+) -> Tensor:
+    """As :func:`reverse_from` with the ancestral sampler, but every example of the batch receives the same
+    noise z at each step ("we fixed the noise", Ho et al. 2020, Sec. 4.3): a batch of interpolants then
+    differs only through its x_t. Returns x_0 ``(B, ...)``."""
+    check_time(t, diffusion.T)
+    if t == 0:
+        return x_t
+    S = _check_steps(steps, t)
+    ts = sampling_timesteps(t, S, Spacing.LINSPACE)
+    chain = respace(truncate(diffusion, t), ts)
+    x = x_t
+    B = x.shape[0]
+    for i in range(S, 0, -1):
+        t_batch = torch.full((B,), int(ts[i - 1]), dtype=torch.long, device=x.device)
+        out = diffusion.model_forward(model, x, t_batch, cond)
+        z = None
+        if i > 1:
+            z = torch.randn((1, *x.shape[1:]), generator=generator, device=generator.device, dtype=x.dtype)
+            z = z.to(x.device).expand_as(x)
+        x, _ = ancestral_step(chain, out, x, i, z, clip_x0=clip_x0)
+    return x
+
+
+@torch.no_grad()
+def ddim_invert(
+    model: nn.Module,
+    x0: Tensor,
+    t: int,
+    diffusion: GaussianDiffusion,
+    *,
+    steps: int | None = None,
+    cond: Tensor | None = None,
+    clip_x0: bool = False,
+) -> Tensor:
+    """The deterministic DDIM code of ``x0: (B, ...)`` at time ``t`` (1..T): x_0 -> x_t, ``(B, ...)``.
+
+    Visits ``min(steps, t)`` timesteps evenly spaced in 1..t (the ones :func:`ddim_decode` visits, so that
+    decoding inverts encoding up to the discretisation error of the ODE).
+    """
+    check_time(t, diffusion.T, low=1)
+    S = _check_steps(steps, t)
+    ts = sampling_timesteps(t, S, Spacing.LINSPACE).tolist()
+    abar = diffusion.schedule.alpha_bars
+    x = x0
+    prev = 0
+    for s in ts:
+        t_batch = torch.full((x.shape[0],), s, dtype=torch.long, device=x.device)
+        out = diffusion.model_forward(model, x, t_batch, cond)
+        _, eps = diffusion.x0_and_eps(out, x, t_batch)
+        ab_prev = float(abar[prev])
+        x0_hat = (x - (1.0 - ab_prev) ** 0.5 * eps) / ab_prev ** 0.5
+        if clip_x0:
+            x0_hat = x0_hat.clamp(-1.0, 1.0)
+        x = ddim_step(x0_hat, eps, float(abar[s]), 0.0, None)
+        prev = s
+    return x
+
+
+def ddim_decode(
+    model: nn.Module,
+    x_t: Tensor,
+    t: int,
+    diffusion: GaussianDiffusion,
+    *,
+    steps: int | None = None,
+    cond: Tensor | None = None,
+    clip_x0: bool = False,
+) -> Tensor:
+    """The deterministic DDIM decoding (eta = 0) of ``x_t: (B, ...)`` from time ``t`` (0..T) to x_0."""
+    g = torch.Generator(x_t.device)  # eta = 0 draws nothing; the samplers still take a generator
+    return reverse_from(model, x_t, t, diffusion, generator=g, steps=steps, sampler=SamplerKind.DDIM, cond=cond,
+                        clip_x0=clip_x0).sample
