@@ -16,6 +16,10 @@ Shapes: ``x: (B, ...)`` (images ``(B, C, H, W)``); ``t``: a Python int in 0..T (
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor, nn
 
@@ -29,6 +33,18 @@ __all__ = ["check_time", "ddim_decode", "ddim_invert", "reverse_from", "reverse_
            "truncate"]
 
 
+@contextlib.contextmanager
+def _truncated_schedules() -> Iterator[None]:
+    """Silence the schedule's "alpha_bar_T keeps signal" warning: a chain cut at t < T keeps signal on purpose."""
+    log = logging.getLogger("elbolab.diffusion.schedules")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 def check_time(t: int, T: int, name: str = "t", low: int = 0) -> int:
     """``t`` as an int in ``low..T``; ValueError naming the value and the range otherwise."""
     if isinstance(t, bool) or not isinstance(t, int) or not low <= t <= T:
@@ -37,10 +53,11 @@ def check_time(t: int, T: int, name: str = "t", low: int = 0) -> int:
 
 
 def _check_steps(steps: int | None, t: int) -> int:
-    S = t if steps is None else min(steps, t)
-    if isinstance(S, bool) or not isinstance(S, int) or S < 1:
+    """Number of timesteps visited from t down to 1: ``min(steps, t)``, at least 2 when t > 1 (the evenly spaced
+    ``linspace`` timesteps must contain both t and 1)."""
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
         raise ValueError(f"steps = {steps!r} must be a positive integer (or None for every timestep)")
-    return S
+    return t if steps is None else min(max(steps, 2), t)
 
 
 def run_diffusion(run) -> GaussianDiffusion:
@@ -59,7 +76,8 @@ def truncate(diffusion: GaussianDiffusion, t: int) -> GaussianDiffusion:
     check_time(t, diffusion.T, low=1)
     if t == diffusion.T:
         return diffusion
-    schedule = NoiseSchedule.from_alpha_bars(diffusion.schedule.alpha_bars[1:t + 1])
+    with _truncated_schedules():
+        schedule = NoiseSchedule.from_alpha_bars(diffusion.schedule.alpha_bars[1:t + 1])
     return GaussianDiffusion(schedule, diffusion.prediction, diffusion.variance)
 
 
@@ -79,7 +97,7 @@ def reverse_from(
 ) -> SampleResult:
     """Decode ``x_t: (B, ...)`` at time ``t`` (0..T) to x_0 with the reverse chain: a draw of p_theta(x_0 | x_t).
 
-    ``steps``: visit ``min(steps, t)`` timesteps evenly spaced from t down to 1 (None: all t of them).
+    ``steps``: visit ``min(steps, t)`` timesteps (at least 2) evenly spaced from t down to 1 (None: all t).
     ``sampler``: ``ancestral`` (Algorithm 2) or ``ddim`` (deterministic, eta = 0). ``t = 0`` returns ``x_t``.
     """
     T = diffusion.T
@@ -92,8 +110,10 @@ def reverse_from(
     S = _check_steps(steps, t)
     chain = truncate(diffusion, t)
     fn = samplers.ancestral if sampler is SamplerKind.ANCESTRAL else samplers.ddim
-    return fn(model, tuple(x_t.shape), chain, steps=S, generator=generator, cond=cond, spacing=Spacing.LINSPACE,
-              clip_x0=clip_x0, x_T=x_t, return_trajectory=return_trajectory, progress=progress)
+    with _truncated_schedules():  # the sampler respaces the truncated chain
+        return fn(model, tuple(x_t.shape), chain, steps=S, generator=generator, cond=cond,
+                  spacing=Spacing.LINSPACE, clip_x0=clip_x0, x_T=x_t, return_trajectory=return_trajectory,
+                  progress=progress)
 
 
 @torch.no_grad()
@@ -116,7 +136,8 @@ def reverse_from_shared_noise(
         return x_t
     S = _check_steps(steps, t)
     ts = sampling_timesteps(t, S, Spacing.LINSPACE)
-    chain = respace(truncate(diffusion, t), ts)
+    with _truncated_schedules():
+        chain = respace(truncate(diffusion, t), ts)
     x = x_t
     B = x.shape[0]
     for i in range(S, 0, -1):

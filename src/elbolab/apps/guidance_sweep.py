@@ -123,13 +123,14 @@ def _figure(rows: list[torch.Tensor], ws: list[float], path: Path) -> None:
 def guidance_sweep(run: object, ws: Sequence[float] | str = NOTES_WEIGHTS, out: str | os.PathLike[str] =
                    "guidance_sweep.png", *, n: int = 500, seed: int = 0, sampler: SamplerKind | str | None = None,
                    steps: int | None = None, batch_size: int = 250, columns: int | None = None,
-                   data_dir: str | None = None, progress: bool = True) -> GuidanceSweep:
+                   data_dir: str | None = None, reference_limit: int = 0, progress: bool = True) -> GuidanceSweep:
     """Sample a class-conditional ``run`` (an :class:`elbolab.runs.Run`) with classifier-free guidance at every
     weight in ``ws`` and measure each set: classifier accuracy, FID and precision/recall against the training
     split of the run's dataset. Writes the figure at ``out`` (.png, the first ``columns`` samples of each w,
     default one per class) and the table beside it (.json).
 
-    ``n`` samples per w (labels cycle through the classes); ``sampler`` / ``steps`` default to the run's config.
+    ``n`` samples per w (labels cycle through the classes); ``sampler`` / ``steps`` default to the run's config;
+    ``reference_limit``: compare with the first that many training images (0 = all; features cached).
     """
     from elbolab.evaluate import evaluate_samples, extract_features, load_feature_network
     from elbolab.evaluate.samples import as_uint8_images
@@ -162,7 +163,8 @@ def guidance_sweep(run: object, ws: Sequence[float] | str = NOTES_WEIGHTS, out: 
         images = as_uint8_images(batch.images)
         logits = torch.from_numpy(extract_features(net, images).logits)
         accuracy = float((logits.argmax(1) == batch.labels.cpu()).double().mean())
-        result = evaluate_samples(images, dataset, "fid,pr", data_dir=data_dir, network=net, progress=progress)
+        result = evaluate_samples(images, dataset, "fid,pr", data_dir=data_dir, reference_limit=reference_limit,
+                                  network=net, progress=progress)
         assert result.fid is not None and result.pr is not None
         rows.append(GuidanceRow(w=w, accuracy=accuracy, fid=float(result.fid.fid),
                                 precision=float(result.pr.precision), recall=float(result.pr.recall)))
