@@ -126,6 +126,57 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inpaint(args: argparse.Namespace) -> int:
+    from elbolab.apps.inpainting import InpaintRequest, inpaint_run
+    from elbolab.runs import load_run
+
+    request = InpaintRequest(out_dir=args.out, image=args.image, indices=args.index, mask=args.mask,
+                             mask_kind=args.mask_kind, samples=args.samples, steps=args.steps,
+                             jump_length=args.jump_length, resample=args.resample, seed=args.seed)
+    print(inpaint_run(load_run(args.run), request).to_text())
+    return 0
+
+
+def cmd_progressive(args: argparse.Namespace) -> int:
+    from elbolab.apps.progressive import ProgressiveRequest, progressive_run
+    from elbolab.runs import load_run
+
+    request = ProgressiveRequest(out_dir=args.out, n=args.n, frames=args.frames, steps=args.steps,
+                                 sampler=args.sampler, seed=args.seed)
+    print(progressive_run(load_run(args.run), request).to_text())
+    return 0
+
+
+def cmd_shared_latent(args: argparse.Namespace) -> int:
+    from elbolab.apps.shared_latent import SharedLatentRequest, shared_latent_run
+    from elbolab.runs import load_run
+
+    request = SharedLatentRequest(out_dir=args.out, image=args.image, index=args.index, times=args.times, n=args.n,
+                                  steps=args.steps, seed=args.seed)
+    print(shared_latent_run(load_run(args.run), request).to_text())
+    return 0
+
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    from elbolab.apps.interpolation import InterpolateRequest, interpolate_run
+    from elbolab.runs import load_run
+
+    request = InterpolateRequest(out_dir=args.out, a=args.a, b=args.b, index_a=args.index_a, index_b=args.index_b,
+                                 num=args.num, kind=args.kind, times=args.times, steps=args.steps,
+                                 ddim_steps=args.ddim_steps, seed=args.seed)
+    print(interpolate_run(load_run(args.run), request).to_text())
+    return 0
+
+
+def cmd_toy(args: argparse.Namespace) -> int:
+    from elbolab.apps.toy import ToyRequest, run_toy
+
+    request = ToyRequest(out_dir=args.out, distribution=args.distribution, train_steps=args.train_steps,
+                         particles=args.particles, steps=args.steps, frames=args.frames, seed=args.seed)
+    print(run_toy(request).to_text())
+    return 0
+
+
 # --------------------------------------------------------------------------------------------------
 # parser
 # --------------------------------------------------------------------------------------------------
@@ -218,6 +269,82 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=float, default=None, help="training budget (default: the preset's)")
     _seed_arg(p)
     p.set_defaults(func=cmd_demo)
+
+    # applications (elbolab.apps)
+    p = _sub(sub, "inpaint", "fill in masked pixels with RePaint (diffusion runs); mask: 1/white = keep",
+             "elbolab inpaint runs/ddpm-mnist --index 0 1 2 3 --mask-kind center --out inpaint/\n"
+             "elbolab inpaint runs/ddpm-mnist --image in.png --mask mask.png --samples 8")
+    p.add_argument("run", help="run folder (family ddpm)")
+    p.add_argument("--image", default=None, help="image file to inpaint (default: test images --index)")
+    p.add_argument("--index", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5, 6, 7],
+                   help="test-split images of the run's dataset")
+    p.add_argument("--mask", default=None, help="mask image: white = keep, black = fill in (default: --mask-kind)")
+    p.add_argument("--mask-kind", default="center", choices=["center", "left-half", "random-pixels"],
+                   help="built-in mask, named after the missing region")
+    p.add_argument("--samples", type=int, default=4, help="completions per image")
+    p.add_argument("--steps", type=int, default=100, help="timesteps of the (respaced) reverse chain")
+    p.add_argument("--jump-length", type=int, default=10, help="RePaint jump length j")
+    p.add_argument("--resample", type=int, default=5, help="RePaint resamplings r (1 = plain replacement)")
+    p.add_argument("--out", default="inpaint", help="output folder")
+    _seed_arg(p)
+    p.set_defaults(func=cmd_inpaint)
+
+    p = _sub(sub, "progressive", "progressive generation: x0_hat along the reverse chain (DDPM Fig. 6)",
+             "elbolab progressive runs/ddpm-mnist --n 8 --frames 10 --out progressive/")
+    p.add_argument("run", help="run folder (family ddpm)")
+    p.add_argument("--n", type=int, default=8, help="number of chains (rows)")
+    p.add_argument("--frames", type=int, default=10, help="time columns")
+    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: every timestep)")
+    p.add_argument("--sampler", default="ancestral", choices=["ancestral", "ddim"])
+    p.add_argument("--out", default="progressive", help="output folder")
+    _seed_arg(p)
+    p.set_defaults(func=cmd_progressive)
+
+    p = _sub(sub, "shared-latent", "several samples of p(x0 | x_t) from one x_t, for several t (DDPM Fig. 7)",
+             "elbolab shared-latent runs/ddpm-mnist --index 3 --times 250 500 750 1000 --n 6 --out shared/")
+    p.add_argument("run", help="run folder (family ddpm)")
+    p.add_argument("--image", default=None, help="source image file (default: test image --index)")
+    p.add_argument("--index", type=int, default=0, help="test-split image of the run's dataset")
+    p.add_argument("--times", type=int, nargs="+", default=None, help="times t (default: T/5, 2T/5, ..., T)")
+    p.add_argument("--n", type=int, default=6, help="samples per t")
+    p.add_argument("--steps", type=int, default=None, help="reverse-chain steps from t (default: all)")
+    p.add_argument("--out", default="shared_latent", help="output folder")
+    _seed_arg(p)
+    p.set_defaults(func=cmd_shared_latent)
+
+    p = _sub(sub, "interpolate", "interpolate two images: diffusion runs through q(x_t|x0) codes (coarse-to-fine "
+             "over t, DDPM Figs. 8-9) and DDIM inversion; VAE runs in latent space, with attribute editing",
+             "elbolab interpolate runs/ddpm-mnist --a a.png --b b.png --out interp/\n"
+             "elbolab interpolate runs/ddpm-mnist --index-a 0 --index-b 1 --kind slerp --times 0 250 500 1000\n"
+             "elbolab interpolate runs/vae-mnist --index-a 0 --index-b 1")
+    p.add_argument("run", help="run folder (family ddpm, vae, hvae or ae)")
+    p.add_argument("--a", default=None, help="first image file (with --b; default: test images --index-a/-b)")
+    p.add_argument("--b", default=None, help="second image file")
+    p.add_argument("--index-a", type=int, default=0, help="test-split image used as a")
+    p.add_argument("--index-b", type=int, default=1, help="test-split image used as b")
+    p.add_argument("--num", type=int, default=9, help="interpolation points, end points included")
+    p.add_argument("--kind", default="linear", choices=["linear", "slerp"], help="how the codes are mixed")
+    p.add_argument("--times", type=int, nargs="+", default=None,
+                   help="diffusion steps before mixing, one row each (default: 0, T/10, T/4, T/2, 3T/4, T)")
+    p.add_argument("--steps", type=int, default=100, help="reverse-chain steps per row (at most t)")
+    p.add_argument("--ddim-steps", type=int, default=50, help="steps of the DDIM inversion and decoding")
+    p.add_argument("--out", default="interpolate", help="output folder")
+    _seed_arg(p)
+    p.set_defaults(func=cmd_interpolate)
+
+    p = _sub(sub, "toy", "the lecture's toy pictures: inverse-CDF sampling in 1-D; a 2-D density diffused and "
+             "reversed (toy MLP trained for seconds, and the exact oracle) as particles and flow fields, PNG + GIF",
+             "elbolab toy --out toy/\nelbolab toy --distribution checkerboard --train-steps 5000")
+    p.add_argument("--distribution", default="gaussian-mixture",
+                   choices=["gaussian-mixture", "two-moons", "swiss-roll", "checkerboard"],
+                   help="2-D data (gaussian-mixture also has the exact reverse process)")
+    p.add_argument("--train-steps", type=int, default=3000, help="Adam steps of the toy eps-model")
+    p.add_argument("--particles", type=int, default=2000, help="particles drawn")
+    p.add_argument("--steps", type=int, default=250, help="reverse-chain steps (of T = 1000)")
+    p.add_argument("--frames", type=int, default=30, help="frames per GIF (0: no GIF)")
+    p.add_argument("--out", default="toy", help="output folder")
+    _seed_arg(p)
+    p.set_defaults(func=cmd_toy)
     return parser
 
 
