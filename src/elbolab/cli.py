@@ -93,6 +93,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from elbolab.runs import SampleRequest, load_run, sample_run
 
     run = load_run(args.run, use_ema=not args.no_ema)
+    if args.guidance_sweep is not None:
+        from elbolab.apps.guidance_sweep import guidance_sweep
+
+        sweep = guidance_sweep(run, args.guidance_sweep, Path(args.out), n=args.n, seed=args.seed,
+                               sampler=args.sampler, steps=args.steps)
+        print(sweep.to_text())
+        return 0
     request = SampleRequest(
         n=args.n, sampler=args.sampler, steps=args.steps, eta=args.eta, seed=args.seed, label=args.label,
         guidance=args.guidance,
@@ -232,7 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     # sample
     p = _sub(sub, "sample", "draw samples from a trained run",
-             "elbolab sample runs/demo --n 64 --sampler ddim --steps 50 --seed 1 --out grid.png")
+             "elbolab sample runs/demo --n 64 --sampler ddim --steps 50 --seed 1 --out grid.png\n"
+             "elbolab sample runs/ddpm-cfg-mnist --label 3 --guidance 2.0 --out threes.png\n"
+             "elbolab sample runs/ddpm-cfg-mnist --guidance-sweep -1,-0.2,0,1,2 --n 500 --out sweep.png")
     p.add_argument("run", help="run folder")
     p.add_argument("--n", type=int, default=64, help="number of samples")
     p.add_argument("--sampler", default=None, choices=[s.value for s in SamplerKind],
@@ -241,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eta", type=float, default=None, help="DDIM eta in [0, 1]")
     p.add_argument("--label", type=int, default=None, help="class label for conditional models")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance weight w")
+    p.add_argument("--guidance-sweep", default=None, metavar="W,W,...",
+                   help="one row of samples per guidance weight (e.g. -1,-0.2,0,1,2), with classifier accuracy, "
+                        "FID and precision/recall of --n samples per w; writes --out and a .json table")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     p.add_argument("--out", default="samples.png", help="output PNG grid (an .npz of raw samples is written beside)")
     _seed_arg(p)
@@ -348,9 +360,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _attach_list_values(argv: list[str]) -> list[str]:
+    """``--guidance-sweep -1,-0.2`` -> ``--guidance-sweep=-1,-0.2``: argparse would read a value that starts
+    with '-' (and is not a single number) as another option."""
+    out = list(argv)
+    for i in range(len(out) - 1):
+        if out[i] == "--guidance-sweep" and out[i + 1].startswith("-"):
+            out[i : i + 2] = [f"{out[i]}={out[i + 1]}"]
+            break
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_attach_list_values(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

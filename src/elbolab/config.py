@@ -44,6 +44,7 @@ class Family(str, enum.Enum):
     HVAE = "hvae"  # Markovian hierarchical VAE, elbolab.vae.HVAE
     AE = "ae"  # plain (non-variational) autoencoder baseline, elbolab.vae.Autoencoder
     GAN = "gan"  # Goodfellow et al. 2014: no likelihood, a minimax game (elbolab.gan)
+    NCSN = "ncsn"  # noise-conditional score network (Song & Ermon 2019), elbolab.score
 
 
 class VAEArchitecture(str, enum.Enum):
@@ -133,6 +134,9 @@ class Precision(str, enum.Enum):
 class SamplerKind(str, enum.Enum):
     ANCESTRAL = "ancestral"
     DDIM = "ddim"
+    LANGEVIN = "langevin"  # DDPM eps-model as a score model, Langevin corrector only (elbolab.score.samplers)
+    PC = "pc"  # predictor-corrector: ancestral predictor + Langevin corrector (Song et al. 2021)
+    ANNEALED_LANGEVIN = "annealed_langevin"  # NCSN runs: Algorithm 1 of Song & Ermon 2019
 
 
 class Spacing(str, enum.Enum):
@@ -200,6 +204,25 @@ class DiffusionConfig:
     variance: VarianceKind = VarianceKind.BETA_TILDE
     loss: LossKind = LossKind.SIMPLE
     importance_sampling: bool = False  # sample t by the running loss (improved DDPM)
+    p_uncond: float = 0.1  # conditional U-Net: label dropout into the null class (Ho & Salimans 2022)
+
+
+@dataclass
+class ScoreConfig:
+    """Noise-conditional score network (NCSN) and annealed Langevin dynamics (``elbolab.score``).
+
+    Geometric noise levels sigma_1 > ... > sigma_L; a 0 means "chosen by the rules of Song & Ermon 2020,
+    'Improved Techniques for Training Score-Based Generative Models'" when training starts, and the resolved
+    values are written to the run's config.toml: ``sigma_1`` = the largest pairwise distance of the training
+    data (Technique 1), ``num_levels`` from the ratio rule of Technique 2, ``eps`` from Technique 4.
+    """
+
+    num_levels: int = 0  # L; 0 = Technique 2
+    sigma_1: float = 0.0  # largest noise level; 0 = max pairwise distance of the data (Technique 1)
+    sigma_L: float = 0.01  # smallest noise level
+    eps: float = 0.0  # Langevin step alpha_i = eps sigma_i^2 / sigma_L^2; 0 = Technique 4
+    steps_per_level: int = 5  # T of the notes' Algorithm 1
+    final_denoise: bool = True  # one Tweedie step x + sigma_L^2 s(x, sigma_L) after the last level
 
 
 @dataclass
@@ -234,6 +257,8 @@ class SampleConfig:
     eta: float = 0.0
     spacing: Spacing = Spacing.LEADING
     n: int = 64
+    corrector_steps: int = 1  # Langevin corrector steps per level (samplers "langevin" and "pc")
+    snr: float = 0.16  # signal-to-noise ratio r of the corrector's step rule (Song et al. 2021, Alg. 4-5)
 
 
 @dataclass
@@ -295,6 +320,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     unet: UNetConfig = field(default_factory=UNetConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
@@ -413,7 +439,8 @@ _POSITIVE = {
     "UNetConfig": ("in_channels", "image_size", "base_channels", "num_res_blocks", "head_dim", "groups"),
     "DiffusionConfig": ("T",),
     "TrainConfig": ("batch_size", "lr", "log_every", "checkpoint_every"),
-    "SampleConfig": ("steps", "n"),
+    "SampleConfig": ("steps", "n", "corrector_steps", "snr"),
+    "ScoreConfig": ("sigma_L", "steps_per_level"),
     "VAEConfig": ("in_channels", "image_size", "conv_hidden", "layer_hidden", "gaussian_std", "beta",
                   "iwae_samples"),
     "GANConfig": ("in_channels", "image_size", "latent_dim", "g_channels", "d_channels", "hidden", "depth",
@@ -426,6 +453,7 @@ _NON_NEGATIVE = {
                     "sample_every", "num_workers"),
     "VAEConfig": ("kl_warmup_steps", "free_bits"),
     "GANConfig": ("num_classes", "gp_weight", "g_lr", "d_lr"),
+    "ScoreConfig": ("num_levels", "sigma_1", "eps"),
 }
 
 
@@ -460,6 +488,14 @@ def validate(obj: Any, prefix: str = "") -> None:
                 f"{name('beta_start')} = {obj.beta_start!r}, {name('beta_end')} = {obj.beta_end!r}: "
                 "need 0 < beta_start <= beta_end < 1"
             )
+        if not 0.0 <= obj.p_uncond < 1.0:
+            raise ConfigError(f"{name('p_uncond')} = {obj.p_uncond!r} must be in [0, 1)")
+    if isinstance(obj, ScoreConfig):
+        if obj.num_levels == 1:
+            raise ConfigError(f"{name('num_levels')} = 1: need at least 2 noise levels (or 0 = automatic)")
+        if obj.sigma_1 and obj.sigma_1 <= obj.sigma_L:
+            raise ConfigError(f"{name('sigma_1')} = {obj.sigma_1!r} must exceed {name('sigma_L')} = "
+                              f"{obj.sigma_L!r} (or be 0 = automatic)")
     if isinstance(obj, TrainConfig):
         if not 0.0 <= obj.ema_decay < 1.0:
             raise ConfigError(f"{name('ema_decay')} = {obj.ema_decay!r} must be in [0, 1)")
@@ -656,6 +692,33 @@ def _ddpm_cifar() -> RunConfig:
     )
 
 
+def _ddpm_cfg_mnist() -> RunConfig:
+    """Class-conditional DDPM for classifier-free guidance (Ho & Salimans 2022): the MNIST U-Net with a label
+    embedding (10 classes + the null class), labels dropped with p_uncond = 0.1; samples with DDIM 50 steps."""
+    return RunConfig(
+        family=Family.DDPM,
+        data=DataConfig(name="mnist"),
+        unet=dataclasses.replace(unet_preset("mnist"), num_classes=10),
+        diffusion=DiffusionConfig(p_uncond=0.1),
+        train=TrainConfig(minutes=10.0, log_every=100, checkpoint_every=1000),
+        sample=SampleConfig(),
+    )
+
+
+def _ncsn_mnist() -> RunConfig:
+    """NCSN on MNIST (Song & Ermon 2019) on the MNIST U-Net: sigma_1 = the largest pairwise distance of the
+    data, L and eps by the rules of Song & Ermon 2020 (resolved at the start of training); T = 2 Langevin steps
+    per level instead of their 5 to fit a CPU sampling budget (eps is re-chosen for T by Technique 4)."""
+    return RunConfig(
+        family=Family.NCSN,
+        data=DataConfig(name="mnist"),
+        unet=unet_preset("mnist"),
+        score=ScoreConfig(steps_per_level=2),
+        train=TrainConfig(minutes=10.0, log_every=100, checkpoint_every=1000),
+        sample=SampleConfig(sampler=SamplerKind.ANNEALED_LANGEVIN),
+    )
+
+
 def _vae_run(family: Family, vae: VAEConfig, minutes: float) -> RunConfig:
     """MNIST (60k train) VAE-family run on CPU: Adam 1e-3, no clipping, fp32, stop after ``minutes``."""
     return RunConfig(
@@ -695,6 +758,8 @@ PRESETS: dict[str, Callable[[], RunConfig]] = {
     "ae-mnist": lambda: _vae_run(Family.AE, VAEConfig(architecture=VAEArchitecture.CONV, latent_dims=(32,)),
                                  minutes=3.0),
     "ddpm-mnist": _ddpm_mnist,
+    "ddpm-cfg-mnist": _ddpm_cfg_mnist,
+    "ncsn-mnist": _ncsn_mnist,
     "ddpm-tiny": _ddpm_tiny,
     "ddpm-cifar": _ddpm_cifar,
     "gan-mnist": lambda: _gan_mnist(GANLoss.NON_SATURATING),

@@ -20,6 +20,7 @@ output is the same as guiding eps whatever the network predicts.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -27,7 +28,8 @@ from torch import Tensor, nn
 from elbolab.nn.unet import NULL_LABEL  # the label that selects the learned null class (-1)
 from elbolab.train.objective import LossOutput
 
-__all__ = ["NULL_LABEL", "ClassifierFreeGuidance", "LabelDropout", "drop_labels"]
+__all__ = ["NULL_LABEL", "ClassifierFreeGuidance", "GuidedSampling", "LabelDropout", "drop_labels",
+           "guided_sampling"]
 
 
 def _check_labels(y: Tensor | None, batch: int, who: str) -> Tensor:
@@ -120,3 +122,36 @@ class LabelDropout:
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         if hasattr(self.objective, "load_state_dict"):
             self.objective.load_state_dict(state)
+
+
+@dataclass(frozen=True)
+class GuidedSampling:
+    """What a sampler needs for (optionally guided) class-conditional sampling: the ``model`` to call (the
+    network, or it wrapped in :class:`ClassifierFreeGuidance`) and the ``labels: (n,)`` to pass as ``cond``
+    (None for unconditional sampling)."""
+
+    model: nn.Module
+    labels: Tensor | None
+
+
+def guided_sampling(model: nn.Module, num_classes: int, n: int, *, label: int | None = None,
+                    w: float | None = None, device: torch.device | str = "cpu") -> GuidedSampling:
+    """Labels and model for sampling ``n`` examples from a network with ``num_classes`` classes (0 = none).
+
+    - ``label`` given: every example gets it (0 <= label < num_classes);
+    - ``w`` given (classifier-free guidance weight): the model is wrapped in :class:`ClassifierFreeGuidance`;
+      without ``label`` the examples cycle through the classes 0, 1, ..., K-1, 0, ... (balanced);
+    - neither: unconditional (``labels = None``: the null class of a conditional network).
+    """
+    if label is not None and not 0 <= label < num_classes:
+        raise ValueError(f"label = {label}: this model has {num_classes or 'no'} classes"
+                         + (f" (labels 0..{num_classes - 1})" if num_classes else ""))
+    if w is None:
+        labels = None if label is None else torch.full((n,), label, dtype=torch.long, device=device)
+        return GuidedSampling(model, labels)
+    if not num_classes:
+        raise ValueError("classifier-free guidance needs a class-conditional run (unet.num_classes > 0, trained "
+                         "with label dropout p_uncond > 0); this run is unconditional")
+    labels = (torch.full((n,), label, dtype=torch.long, device=device) if label is not None
+              else torch.arange(n, device=device) % num_classes)
+    return GuidedSampling(ClassifierFreeGuidance(model, w), labels)

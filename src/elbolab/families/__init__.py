@@ -13,6 +13,10 @@ def family_spec(family: Family | str) -> FamilySpec:
         from elbolab.families.ddpm import DDPMFamily
 
         return DDPMFamily()
+    if family is Family.NCSN:
+        from elbolab.families.ncsn import NCSNFamily
+
+        return NCSNFamily()
     if family is Family.GAN:
         from elbolab.families.gan import GANFamily
 

@@ -10,6 +10,7 @@ from torch import nn
 
 from elbolab.config import RunConfig, SamplerKind
 from elbolab.diffusion import DiffusionObjective, build_diffusion, samplers
+from elbolab.diffusion.guidance import LabelDropout, guided_sampling
 from elbolab.evaluate.bpd import BPDMethod, diffusion_bound_fn
 from elbolab.families.base import BoundFn, DropLabels, SampleBatch, SampleRequest
 from elbolab.nn.unet import build_unet
@@ -38,33 +39,39 @@ class DDPMFamily:
     def build_model(self, cfg: RunConfig) -> nn.Module:
         return build_unet(cfg.unet)
 
-    def build_objective(self, cfg: RunConfig) -> DiffusionObjective | DropLabels:
+    def build_objective(self, cfg: RunConfig) -> LabelDropout | DropLabels:
         objective = DiffusionObjective.from_config(cfg.diffusion)
-        return objective if cfg.unet.num_classes else DropLabels(objective)
+        if not cfg.unet.num_classes:
+            return DropLabels(objective)
+        return LabelDropout(objective, cfg.diffusion.p_uncond)  # classifier-free guidance training
 
     def sample(self, cfg: RunConfig, model: nn.Module, n: int, generator: torch.Generator,
                request: SampleRequest) -> SampleBatch:
-        if request.guidance is not None:
-            raise ValueError("--guidance needs a classifier-free-guidance run (unet.num_classes > 0 trained with "
-                             "label dropout); this run has none")
         d = build_diffusion(cfg.diffusion)
         kind = SamplerKind(request.sampler or cfg.sample.sampler)
         steps = request.steps or cfg.sample.steps
         device = next(model.parameters()).device
-        labels = None
-        if request.label is not None:
-            if not 0 <= request.label < cfg.unet.num_classes:
-                raise ValueError(f"label = {request.label}: this model has "
-                                 f"{cfg.unet.num_classes or 'no'} classes")
-            labels = torch.full((n,), request.label, dtype=torch.long, device=device)
+        guided = guided_sampling(model, cfg.unet.num_classes, n, label=request.label, w=request.guidance,
+                                 device=device)
+        model, labels = guided.model, guided.labels
         shape = (n, cfg.unet.in_channels, cfg.unet.image_size, cfg.unet.image_size)
         if kind is SamplerKind.DDIM:
             eta = cfg.sample.eta if request.eta is None else request.eta
             res = samplers.ddim(model, shape, d, steps=steps, generator=generator, cond=labels, eta=eta,
                                 spacing=cfg.sample.spacing, clip_x0=True)
-        else:
+        elif kind in (SamplerKind.PC, SamplerKind.LANGEVIN):
+            from elbolab.score import langevin, predictor_corrector
+
+            sampler = predictor_corrector if kind is SamplerKind.PC else langevin
+            res = sampler(model, shape, d, steps=steps, generator=generator, cond=labels,
+                          corrector_steps=cfg.sample.corrector_steps, snr=cfg.sample.snr,
+                          spacing=cfg.sample.spacing, clip_x0=True)
+        elif kind is SamplerKind.ANCESTRAL:
             res = samplers.ancestral(model, shape, d, steps=steps, generator=generator, cond=labels,
                                      spacing=cfg.sample.spacing, clip_x0=True)
+        else:
+            raise ValueError(f"sampler {kind.value!r} is for NCSN runs; a DDPM samples with ancestral, ddim, pc "
+                             "or langevin")
         return SampleBatch(images=res.sample.clamp(-1, 1), labels=labels, nfe=res.nfe)
 
     def bound_fn(self, cfg: RunConfig, model: nn.Module, exact: bool) -> BoundFn | None:

@@ -1,0 +1,163 @@
+"""Classifier-free guidance: exact limits w = 0 / w = -1, one batched forward pass, label dropout, and with an
+exact class-conditional oracle guidance moves samples toward the class in every sampler."""
+
+import pytest
+import torch
+from torch import nn
+
+from elbolab.config import unet_preset
+from elbolab.data.toy import GaussianMixture
+from elbolab.diffusion import GaussianDiffusion, NoiseSchedule, samplers
+from elbolab.diffusion.guidance import ClassifierFreeGuidance, LabelDropout, drop_labels, guided_sampling
+from elbolab.math import energy_distance
+from elbolab.nn.unet import build_unet
+from elbolab.score import ClassConditionalMixtureOracle, predictor_corrector
+from elbolab.train.objective import LossOutput, Objective
+
+
+class Counting(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.batches = model, []
+
+    def forward(self, x, t, y=None):
+        self.batches.append(x.shape[0])
+        return self.model(x, t, y)
+
+
+@pytest.fixture(scope="module")
+def unet():
+    torch.manual_seed(0)
+    cfg = unet_preset("tiny")
+    cfg.num_classes, cfg.image_size, cfg.attention_resolutions = 3, 8, (4,)
+    net = build_unet(cfg).eval()
+    with torch.no_grad():  # a non-trivial label embedding (it starts random anyway; make it matter)
+        net.label_embed.weight.mul_(5.0)
+    return net
+
+
+def _inputs(B=4):
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(B, 1, 8, 8, generator=g), torch.randint(1, 1000, (B,), generator=g), torch.tensor([0, 1, 2, 1])
+
+
+@torch.no_grad()
+def test_w0_is_exactly_conditional_and_w_minus_one_exactly_unconditional(unet):
+    x, t, y = _inputs()
+    cond, uncond = unet(x, t, y), unet(x, t, None)
+    assert not torch.allclose(cond, uncond)
+    assert torch.equal(ClassifierFreeGuidance(unet, 0.0)(x, t, y), cond)
+    assert torch.equal(ClassifierFreeGuidance(unet, -1)(x, t, y), uncond)
+    assert ClassifierFreeGuidance(unet, 0.0).nfe_per_call == 1 == ClassifierFreeGuidance(unet, -1.0).nfe_per_call
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("w", [-0.2, 1.0, 2.0])
+def test_batched_guided_output_equals_two_separate_calls(unet, w):
+    x, t, y = _inputs()
+    counting = Counting(unet)
+    guided = ClassifierFreeGuidance(counting, w)
+    out = guided(x, t, y)
+    assert counting.batches == [8]  # one forward pass of 2B
+    assert guided.nfe_per_call == 2
+    expected = (1 + w) * unet(x, t, y) - w * unet(x, t, torch.full_like(y, -1))
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    # a null label in y gives that row the unconditional prediction, whatever w
+    y_null = torch.tensor([0, -1, 2, 3])  # 3 = num_classes is the null class too
+    out = guided(x, t, y_null)
+    torch.testing.assert_close(out[[1, 3]], unet(x[[1, 3]], t[[1, 3]], None), rtol=1e-5, atol=1e-5)
+
+
+def test_guidance_input_validation(unet):
+    x, t, y = _inputs()
+    for bad in [float("nan"), float("inf"), "2", True]:
+        with pytest.raises(ValueError, match="guidance weight"):
+            ClassifierFreeGuidance(unet, bad)
+    with pytest.raises(ValueError, match="labels"):
+        ClassifierFreeGuidance(unet, 1.0)(x, t, None)
+    with pytest.raises(ValueError, match="integer"):
+        ClassifierFreeGuidance(unet, 1.0)(x, t, y.float())
+
+
+# ------------------------------------------------------------------------------------------------
+# label dropout
+# ------------------------------------------------------------------------------------------------
+class Recording:
+    def __init__(self):
+        self.y = None
+
+    def loss(self, model, x, y, generator):
+        self.y = y
+        return LossOutput(loss=x.sum() * 0, metrics={})
+
+    def state_dict(self):
+        return {"k": torch.ones(1)}
+
+
+def test_label_dropout():
+    inner = Recording()
+    obj = LabelDropout(inner, p_uncond=0.1)
+    assert isinstance(obj, Objective) and obj.state_dict()["k"].item() == 1.0
+    y = torch.arange(20000) % 10
+    obj.loss(None, torch.zeros(20000, 2), y, torch.Generator().manual_seed(0))
+    dropped = inner.y == -1
+    assert abs(float(dropped.double().mean()) - 0.1) < 0.01  # Bernoulli(0.1), 20000 draws: sd 0.002
+    assert torch.equal(inner.y[~dropped], y[~dropped])
+    again = drop_labels(y, 0.1, torch.Generator().manual_seed(0))
+    assert torch.equal(again, inner.y)  # all randomness from the generator
+    assert torch.equal(drop_labels(y, 0.0, torch.Generator()), y)
+    obj.loss(None, torch.zeros(3, 2), None, torch.Generator())
+    assert inner.y is None  # unlabelled data passes through
+    for bad in [-0.1, 1.0, 1.5]:
+        with pytest.raises(ValueError, match="p_uncond"):
+            LabelDropout(inner, bad)
+
+
+def test_guided_sampling_labels(unet):
+    g = guided_sampling(unet, 3, 7, w=2.0)
+    assert isinstance(g.model, ClassifierFreeGuidance) and g.labels.tolist() == [0, 1, 2, 0, 1, 2, 0]
+    g = guided_sampling(unet, 3, 4, label=2, w=1.0)
+    assert g.labels.tolist() == [2, 2, 2, 2] and g.model.w == 1.0
+    g = guided_sampling(unet, 3, 2)
+    assert g.model is unet and g.labels is None
+    with pytest.raises(ValueError, match="unconditional"):
+        guided_sampling(unet, 0, 4, w=1.0)
+    with pytest.raises(ValueError, match="label = 3"):
+        guided_sampling(unet, 3, 4, label=3)
+
+
+# ------------------------------------------------------------------------------------------------
+# exact class-conditional oracle: guidance moves samples toward the class, in every sampler
+# ------------------------------------------------------------------------------------------------
+# two overlapping classes N((-0.6, 0), 0.25 I), N((0.6, 0), 0.25 I): the Bayes classifier is the sign of x_1,
+# a class-1 sample is classified correctly with probability Phi(1.2) = 0.885, a mixture sample with 0.5
+MIX = GaussianMixture.isotropic([0.5, 0.5], [[-0.6, 0.0], [0.6, 0.0]], 0.5)
+D = GaussianDiffusion(NoiseSchedule.linear(200, 5e-4, 0.1))  # fine enough for the oracle to be ~exact
+SAMPLERS = {
+    "ancestral": lambda m, n, g: samplers.ancestral(m, (n, 2), D, generator=g, cond=torch.ones(n, dtype=torch.long)),
+    "ddim": lambda m, n, g: samplers.ddim(m, (n, 2), D, steps=50, generator=g, cond=torch.ones(n, dtype=torch.long)),
+    "pc": lambda m, n, g: predictor_corrector(m, (n, 2), D, steps=50, generator=g,
+                                              cond=torch.ones(n, dtype=torch.long)),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sampler", list(SAMPLERS))
+def test_guidance_moves_samples_toward_the_class(sampler):
+    oracle = ClassConditionalMixtureOracle(MIX, D)
+    n = 1000
+    accuracy, mean, std, samples = {}, {}, {}, {}
+    for w in [-1.0, 0.0, 2.0]:
+        x = SAMPLERS[sampler](ClassifierFreeGuidance(oracle, w), n, torch.Generator().manual_seed(0)).sample.double()
+        samples[w] = x
+        accuracy[w] = float((x[:, 0] > 0).double().mean())
+        mean[w], std[w] = float(x[:, 0].mean()), float(x[:, 0].std())
+    assert accuracy[-1.0] == pytest.approx(0.5, abs=0.05)  # unconditional
+    assert accuracy[0.0] == pytest.approx(0.885, abs=0.035)  # the class-conditional model
+    assert accuracy[2.0] > 0.97
+    # p(x | y) p(y | x)^w: pushed away from the other class, and less diverse along the class direction
+    assert mean[-1.0] < mean[0.0] < mean[2.0]
+    assert std[-1.0] > std[0.0] > std[2.0]
+    ref = MIX.sample_with_labels(4000, torch.Generator().manual_seed(3))
+    assert float(energy_distance(samples[0.0], ref[0][ref[1] == 1])) < 0.01
+    assert float(energy_distance(samples[-1.0], ref[0])) < 0.01
