@@ -86,7 +86,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train_run(cfg, out, resume=args.resume)
     if result.is_main_process:
         print(f"run written to {out}/ ({result.summary()})")
-    return 0
+    return 130 if result.stopped_by == "interrupted" else 0
 
 
 def cmd_sample(args: argparse.Namespace) -> int:

@@ -61,7 +61,7 @@ def prepare_config(cfg: RunConfig, data: ImageDataset) -> RunConfig:
 def train_run(cfg: RunConfig, out_dir: str | os.PathLike[str], *, resume: bool = False,
               progress: bool = True) -> TrainRunResult:
     """Train ``cfg`` into ``out_dir`` (resume its checkpoint when ``resume``); works under ``torchrun``."""
-    from elbolab.train import Trainer
+    from elbolab.train import Trainer, shutdown_distributed
 
     out_dir = Path(out_dir)
     if resume and (out_dir / CONFIG_FILE).exists():
@@ -85,12 +85,13 @@ def train_run(cfg: RunConfig, out_dir: str | os.PathLike[str], *, resume: bool =
 
     trainer = Trainer(model, objective, data, cfg.train, out_dir, run_config=cfg, sample_fn=sample_fn,
                       resume=resume, progress=progress)
-    result = trainer.fit()
-    wall = max(result.wall_seconds, 1e-9)
+    try:
+        result = trainer.fit()
+    finally:
+        shutdown_distributed()
     return TrainRunResult(
         out_dir=out_dir, config=cfg, step=result.step, wall_seconds=result.wall_seconds,
-        images_per_second=(result.images_seen - result.start_step * cfg.train.batch_size) / wall
-        if result.start_step else result.images_seen / wall,
+        images_per_second=result.images_per_second,
         final_loss=result.losses[-1] if result.losses else float("nan"),
         stopped_by=result.stopped_by.value, is_main_process=trainer.dist.is_main,
     )
@@ -135,7 +136,7 @@ def load_run(folder: str | os.PathLike[str], *, use_ema: bool = True, device: st
 def draw_samples(run: Run, request: SampleRequest) -> SampleBatch:
     """``request.n`` samples in batches of ``request.batch_size`` from one generator seeded ``request.seed``."""
     gen = torch.Generator(run.device).manual_seed(request.seed)
-    images, labels, nfe = [], [], 0
+    images, labels, nfe, method = [], [], 0, ""
     done = 0
     while done < request.n:
         b = min(request.batch_size, request.n - done)
@@ -143,9 +144,10 @@ def draw_samples(run: Run, request: SampleRequest) -> SampleBatch:
         images.append(batch.images.float().cpu())
         if batch.labels is not None:
             labels.append(batch.labels.cpu())
-        nfe = batch.nfe
+        nfe, method = batch.nfe, batch.method
         done += b
-    return SampleBatch(images=torch.cat(images), labels=torch.cat(labels) if labels else None, nfe=nfe)
+    return SampleBatch(images=torch.cat(images), labels=torch.cat(labels) if labels else None, nfe=nfe,
+                       method=method)
 
 
 def sample_run(run: Run, request: SampleRequest, out: str | os.PathLike[str]) -> list[Path]:
@@ -162,7 +164,7 @@ def sample_run(run: Run, request: SampleRequest, out: str | os.PathLike[str]) ->
     save_image_grid(batch.images, out, nrow=max(1, int(round(request.n ** 0.5))))
     npz = out.with_suffix(".npz")
     meta = {"run": str(run.folder), "step": run.step, "seed": request.seed, "nfe": batch.nfe,
-            "sampler": SamplerKind(request.sampler or run.config.sample.sampler).value,
+            "method": batch.method,
             "seconds_per_image": seconds / request.n}
     save_samples_npz(npz, batch.images, labels=batch.labels, meta=meta)
     logger.info("%d samples in %.1f s (%.3f s/img, %d network evaluations each)", request.n, seconds,

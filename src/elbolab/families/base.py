@@ -54,11 +54,13 @@ class SampleRequest:
 
 @dataclass
 class SampleBatch:
-    """Samples ``images: (N, C, H, W)`` in [-1, 1], optional ``labels: (N,)``, network evaluations ``nfe``."""
+    """Samples ``images: (N, C, H, W)`` in [-1, 1], optional ``labels: (N,)``, network evaluations ``nfe``
+    per sample, and ``method``: how they were drawn (e.g. "ddim-50", "ancestral-1000", "generator")."""
 
     images: Tensor
     labels: Tensor | None
     nfe: int
+    method: str = ""
 
 
 class FamilySpec(Protocol):

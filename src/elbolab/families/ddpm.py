@@ -72,7 +72,7 @@ class DDPMFamily:
         else:
             raise ValueError(f"sampler {kind.value!r} is for NCSN runs; a DDPM samples with ancestral, ddim, pc "
                              "or langevin")
-        return SampleBatch(images=res.sample.clamp(-1, 1), labels=labels, nfe=res.nfe)
+        return SampleBatch(images=res.sample.clamp(-1, 1), labels=labels, nfe=res.nfe, method=f"{kind.value}-{steps}")
 
     def bound_fn(self, cfg: RunConfig, model: nn.Module, exact: bool) -> BoundFn | None:
         return diffusion_bound_fn(build_diffusion(cfg.diffusion), model, t_samples=None if exact else 32)

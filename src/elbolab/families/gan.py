@@ -42,7 +42,7 @@ class GANFamily:
         if request.sampler is not None or request.steps is not None or request.eta is not None:
             raise ValueError("a GAN samples in one generator pass: --sampler, --steps and --eta do not apply")
         out = sample_gan(model, n, generator, labels=request.label)
-        return SampleBatch(images=out.images.clamp(-1, 1), labels=out.labels, nfe=1)
+        return SampleBatch(images=out.images.clamp(-1, 1), labels=out.labels, nfe=1, method="generator")
 
     def bound_fn(self, cfg: RunConfig, model: nn.Module, exact: bool) -> BoundFn | None:
         return None  # no likelihood, no bits/dim

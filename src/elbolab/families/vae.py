@@ -59,7 +59,7 @@ class VAEFamily:
             raise ValueError("--guidance / --label need a class-conditional diffusion run; a VAE is unconditional")
         if request.sampler is not None or request.steps is not None or request.eta is not None:
             raise ValueError("a VAE samples in one decoder pass: --sampler, --steps and --eta do not apply")
-        return SampleBatch(images=sample_fn(model, n, generator), labels=None, nfe=1)
+        return SampleBatch(images=sample_fn(model, n, generator), labels=None, nfe=1, method="prior")
 
     def bound_fn(self, cfg: RunConfig, model: nn.Module, exact: bool) -> BoundFn | None:
         if not isinstance(model, LatentVariableModel) or cfg.vae.likelihood is not DecoderLikelihood.DISCRETIZED:
