@@ -58,3 +58,16 @@ def test_ddim_inversion_one_step_golden_and_round_trip(gaussian_oracle):
         x_T = ddim_invert(oracle, x0, d.T, d, steps=steps)
         errors.append(float((ddim_decode(oracle, x_T, d.T, d, steps=steps) - x0).abs().max()))
     assert errors[1] < 0.05 and errors[1] < errors[0]
+
+
+def test_run_diffusion_needs_a_diffusion_run(tmp_path):
+    import types
+
+    from elbolab.apps.chain import run_diffusion
+    from elbolab.config import Family, RunConfig
+
+    vae = types.SimpleNamespace(config=RunConfig(family=Family.VAE), folder=tmp_path)
+    with pytest.raises(ValueError, match="'vae' run: this application needs a diffusion run"):
+        run_diffusion(vae)
+    ddpm = types.SimpleNamespace(config=RunConfig(family=Family.DDPM), folder=tmp_path)
+    assert run_diffusion(ddpm).T == RunConfig().diffusion.T
