@@ -357,14 +357,11 @@ class InpaintOutput:
 def inpaint_run(run, request: InpaintRequest) -> InpaintOutput:
     """Inpaint images with a trained diffusion run (:func:`elbolab.runs.load_run`); see :class:`InpaintRequest`."""
     from elbolab.apps.chain import run_diffusion
-    from elbolab.apps.io import data_shape, load_image_file, load_mask_file, save_npz, test_images
+    from elbolab.apps.io import load_mask_file, save_npz, source_images
     from elbolab.viz.grid import save_image_grid
 
     diffusion = run_diffusion(run)
-    if request.image is not None:
-        originals = load_image_file(request.image, data_shape(run.config))
-    else:
-        originals, _ = test_images(run.config, list(request.indices))
+    originals, _ = source_images(run.config, request.image, list(request.indices))
     B, C, H, W = originals.shape
     g = torch.Generator(run.device).manual_seed(request.seed)
     if request.mask is not None:

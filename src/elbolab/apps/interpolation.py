@@ -231,12 +231,11 @@ class InterpolateOutput:
 
 
 def _sources(run, request: InterpolateRequest) -> tuple[Tensor, Tensor, Tensor | None]:
-    from elbolab.apps.io import data_shape, load_image_file, test_images
+    from elbolab.apps.io import source_images
 
     if request.a is not None and request.b is not None:
-        shape = data_shape(run.config)
-        return load_image_file(request.a, shape), load_image_file(request.b, shape), None
-    x, y = test_images(run.config, [request.index_a, request.index_b])
+        return source_images(run.config, request.a, [])[0], source_images(run.config, request.b, [])[0], None
+    x, y = source_images(run.config, None, [request.index_a, request.index_b])
     return x[:1], x[1:], y
 
 

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from elbolab.config import RunConfig, atomic_write_bytes
 
-__all__ = ["data_shape", "load_image_file", "load_mask_file", "save_npz", "test_images"]
+__all__ = ["data_shape", "load_image_file", "load_mask_file", "save_npz", "source_images", "test_images"]
 
 
 def data_shape(cfg: RunConfig) -> tuple[int, int, int]:
@@ -48,6 +48,15 @@ def test_images(cfg: RunConfig, indices: Sequence[int]) -> tuple[Tensor, Tensor]
                          f"{len(ds)} images (0..{len(ds) - 1})")
     x, y = ds.batch(torch.as_tensor(list(indices), dtype=torch.long))
     return x.float(), y
+
+
+def source_images(cfg: RunConfig, image: str | os.PathLike[str] | None,
+                  indices: Sequence[int]) -> tuple[Tensor, Tensor | None]:
+    """The images an application starts from: the file ``image`` (``(1, C, H, W)``, resized to the run's images,
+    labels None) or else the test images ``indices`` of the run's dataset (with their labels)."""
+    if image is not None:
+        return load_image_file(image, data_shape(cfg)), None
+    return test_images(cfg, indices)
 
 
 def _open(path: str | os.PathLike[str], what: str) -> Image.Image:

@@ -109,15 +109,11 @@ class SharedLatentOutput:
 def shared_latent_run(run, request: SharedLatentRequest) -> SharedLatentOutput:
     """DDPM Fig. 7 for a trained diffusion run."""
     from elbolab.apps.chain import run_diffusion
-    from elbolab.apps.io import data_shape, load_image_file, save_npz, test_images
+    from elbolab.apps.io import save_npz, source_images
     from elbolab.viz.plots import save_annotated_grid
 
     diffusion = run_diffusion(run)
-    if request.image is not None:
-        x0 = load_image_file(request.image, data_shape(run.config))
-    else:
-        x0, _ = test_images(run.config, [request.index])
-    x0 = x0.to(run.device)
+    x0 = source_images(run.config, request.image, [request.index])[0].to(run.device)
     times = list(request.times) if request.times else default_times(diffusion.T)
     g = torch.Generator(run.device).manual_seed(request.seed)
     res = shared_latent_samples(run.model, x0, diffusion, times, request.n, generator=g, steps=request.steps,
