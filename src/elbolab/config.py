@@ -106,6 +106,7 @@ class VarianceKind(str, enum.Enum):
 class LossKind(str, enum.Enum):
     SIMPLE = "simple"  # L_simple of Algorithm 1 (unweighted MSE on the predicted quantity)
     ELBO = "elbo"  # the true ELBO weighting of the denoising-matching KL
+    MIN_SNR = "min_snr"  # L_simple weighted to min(SNR_t, gamma) on x0 (Min-SNR-gamma, Hang et al. 2023)
 
 
 class TimeEmbedding(str, enum.Enum):
@@ -204,6 +205,7 @@ class DiffusionConfig:
     variance: VarianceKind = VarianceKind.BETA_TILDE
     loss: LossKind = LossKind.SIMPLE
     importance_sampling: bool = False  # sample t by the running loss (improved DDPM)
+    min_snr_gamma: float = 5.0  # gamma of LossKind.MIN_SNR
     p_uncond: float = 0.1  # conditional U-Net: label dropout into the null class (Ho & Salimans 2022)
 
 

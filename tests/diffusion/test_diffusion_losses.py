@@ -31,7 +31,7 @@ def test_objective_contract_and_gradients(kind, loss, make_diffusion):
     out = obj.loss(model, x, None, torch.Generator().manual_seed(1))
     assert isinstance(out, LossOutput) and out.loss.ndim == 0 and torch.isfinite(out.loss)
     assert out.metrics["loss"] == pytest.approx(float(out.loss.detach()))
-    assert ("mse" in out.metrics) == (loss is LossKind.SIMPLE)
+    assert ("mse" in out.metrics) == (loss is not LossKind.ELBO)
     assert ("elbo_bpd" in out.metrics) == (loss is LossKind.ELBO)
     out.loss.backward()
     grads = [p.grad for p in model.parameters()]

@@ -21,6 +21,7 @@ from elbolab.diffusion.losses import (
     UniformTimestepSampler,
     build_diffusion,
     elbo_weight,
+    min_snr_weight,
     simple_loss,
 )
 from elbolab.diffusion.oracles import GaussianMixtureOracle, GaussianOracle
@@ -51,6 +52,7 @@ __all__ = [
     "consistency_elbo_terms",
     "elbo_terms",
     "elbo_weight",
+    "min_snr_weight",
     "samplers",
     "simple_loss",
     "timestep_terms",

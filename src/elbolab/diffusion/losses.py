@@ -10,6 +10,10 @@
   squared error of the prediction plus a constant: for eps, beta_t^2 / (2 sigma_t^2 alpha_t (1 - alpha_bar_t))
   (Ho et al. 2020, eq. 12) and for x0, alpha_bar_{t-1} beta_t^2 / (2 sigma_t^2 (1 - alpha_bar_t)^2) (Luo 2022,
   eq. 99 with sigma_t^2 = sigma_q^2).
+- ``LossKind.MIN_SNR``: Min-SNR-gamma weighting (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR
+  Weighting Strategy"): L_simple of each example times :func:`min_snr_weight`, so that the loss equals
+  min(SNR_t, gamma) ||x0 - x0_hat||^2 whatever is predicted (eps: min(SNR_t, gamma) / SNR_t; x0:
+  min(SNR_t, gamma); v: min(SNR_t, gamma) / (SNR_t + 1); score: min(SNR_t, gamma) (1 - alpha_bar_t) / SNR_t).
 - Importance sampling of t (Nichol & Dhariwal 2021, Sec. 3.3): p_t proportional to sqrt(E[L_t^2]) over the
   last 10 losses at each t, uniform until every t has 10 losses, mixed with 0.1 % of the uniform
   distribution; each example is weighted by 1 / (T p_t) so that the loss keeps its expectation.
@@ -36,6 +40,7 @@ __all__ = [
     "UniformTimestepSampler",
     "build_diffusion",
     "elbo_weight",
+    "min_snr_weight",
     "simple_loss",
 ]
 
@@ -76,6 +81,26 @@ def elbo_weight(diffusion: GaussianDiffusion, t: Tensor, kind: Prediction | str 
         Prediction.SCORE: 1.0 - abar,
     }[kind]
     return w * factor
+
+
+def min_snr_weight(diffusion: GaussianDiffusion, t: Tensor, gamma: float,
+                   kind: Prediction | str | None = None) -> Tensor:
+    """Min-SNR-gamma weight of the L_simple of ``kind`` (default: the diffusion's prediction) at ``t: (B,)``,
+    float64 ``(B,)``: min(SNR_t, gamma) times ||x0 error||^2 / ||target error||^2 (Hang et al. 2023, eq. 5)."""
+    if not gamma > 0:
+        raise ValueError(f"min_snr_gamma = {gamma!r} must be > 0")
+    kind = diffusion.prediction if kind is None else parse_prediction(kind)
+    t = t.detach().cpu().long()
+    abar = diffusion.table("alpha_bars")[t]
+    snr = abar / (1.0 - abar)
+    clipped = torch.clamp(snr, max=gamma)
+    factor = {
+        Prediction.EPS: 1.0 / snr,
+        Prediction.X0: torch.ones_like(snr),
+        Prediction.V: 1.0 / (snr + 1.0),
+        Prediction.SCORE: (1.0 - abar) / snr,
+    }[kind]
+    return clipped * factor
 
 
 def simple_loss(diffusion: GaussianDiffusion, model_out: Tensor, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
@@ -178,10 +203,11 @@ class DiffusionObjective:
 
     ``loss(model, x, y, generator)`` draws t (uniformly or by importance) and eps ~ N(0, I), forms
     x_t = sqrt(alpha_bar_t) x + sqrt(1 - alpha_bar_t) eps and returns the weighted mean of the per-example
-    loss (``LossKind.SIMPLE`` or ``LossKind.ELBO``, see the module docstring) with metrics ``loss``, ``mse``
-    (L_simple of the batch) and, for the ELBO loss, ``elbo_bpd`` (the batch estimate of the bound without the
-    prior term, in bits/dim). ``decoder`` is the reconstruction decoder of the ELBO loss (8-bit images:
-    ``discretized``; continuous toy data: ``gaussian``).
+    loss (``LossKind.SIMPLE``, ``MIN_SNR`` or ``ELBO``, see the module docstring) with metrics ``loss``, ``mse``
+    (L_simple of the batch, before any Min-SNR weight) and, for the ELBO loss, ``elbo_bpd`` (the batch estimate
+    of the bound without the prior term, in bits/dim). ``decoder`` is the reconstruction decoder of the ELBO
+    loss (8-bit images: ``discretized``; continuous toy data: ``gaussian``). ``min_snr_gamma`` is the gamma of
+    ``LossKind.MIN_SNR``.
     """
 
     def __init__(
@@ -190,9 +216,13 @@ class DiffusionObjective:
         loss: LossKind | str = LossKind.SIMPLE,
         importance_sampling: bool = False,
         decoder: DecoderKind | str = DecoderKind.DISCRETIZED,
+        min_snr_gamma: float = 5.0,
     ) -> None:
         self.diffusion = diffusion
         self.loss_kind = parse_loss(loss)
+        if not min_snr_gamma > 0:
+            raise ValueError(f"min_snr_gamma = {min_snr_gamma!r} must be > 0")
+        self.min_snr_gamma = float(min_snr_gamma)
         self.decoder = parse_decoder(decoder)
         self.importance_sampling = bool(importance_sampling)
         self.timestep_sampler: UniformTimestepSampler | LossAwareTimestepSampler = (
@@ -203,7 +233,7 @@ class DiffusionObjective:
     def from_config(
         cls, cfg: DiffusionConfig, decoder: DecoderKind | str = DecoderKind.DISCRETIZED
     ) -> DiffusionObjective:
-        return cls(build_diffusion(cfg), cfg.loss, cfg.importance_sampling, decoder)
+        return cls(build_diffusion(cfg), cfg.loss, cfg.importance_sampling, decoder, cfg.min_snr_gamma)
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor | None, generator: torch.Generator) -> LossOutput:
         """x: (B, C, H, W) float in [-1, 1] (or (B, D) toy data); y: (B,) long labels or None."""
@@ -212,11 +242,14 @@ class DiffusionObjective:
         t, weights = self.timestep_sampler.sample(B, generator, x.device)
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         metrics: dict[str, float] = {}
-        if self.loss_kind is LossKind.SIMPLE:
+        if self.loss_kind in (LossKind.SIMPLE, LossKind.MIN_SNR):
             x_t = d.q_sample(x, t, noise)
             out = d.model_forward(model, x_t, t, y)
             per_example = simple_loss(d, out, x, noise, t)
             metrics["mse"] = float(per_example.detach().mean())
+            if self.loss_kind is LossKind.MIN_SNR:
+                w = min_snr_weight(d, t, self.min_snr_gamma).to(per_example.device, per_example.dtype)
+                per_example = w * per_example
         else:
             nats = timestep_terms(d, model, x, t, noise, y=y, decoder=self.decoder)
             per_example = d.T * nats / num_dims(x)
