@@ -311,7 +311,8 @@ def run_toy(request: ToyRequest) -> ToyOutput:
                        title=f"t = {t}")
     for r, name in enumerate(models):
         axes[r, 0].set_ylabel(f"{name} score", fontsize=9)
-    fig.suptitle("reverse-time probability flow  beta_t/2 (x + grad log q_t(x))", fontsize=10)
+    fig.suptitle("reverse-time probability flow  beta_t/2 (x + grad log q_t(x)), arrows normalised per panel",
+                 fontsize=10)
     fig.tight_layout()
     paths.append(save_figure(fig, out / "toy_flow.png"))
 

@@ -112,11 +112,14 @@ def particles(ax: Axes, points: Tensor, *, lim: float, color: str = "C0", size: 
 
 def flow_field(ax: Axes, grid: Tensor, vectors: Tensor, *, lim: float, color: str = "k",
                title: str | None = None) -> None:
-    """Arrows ``vectors: (G, 2)`` at ``grid: (G, 2)``, normalised to the longest so that every panel reads alike."""
+    """Arrows ``vectors: (G, 2)`` at ``grid: (G, 2)``, normalised per panel so that every panel reads alike: the
+    90th-percentile length is one grid cell, longer arrows (e.g. far outside the data) are clipped to it."""
     g = grid.detach().cpu().float().numpy()
     v = vectors.detach().cpu().float().numpy()
-    norm = float(np.linalg.norm(v, axis=1).max()) or 1.0
-    ax.quiver(g[:, 0], g[:, 1], v[:, 0] / norm, v[:, 1] / norm, color=color, angles="xy", scale_units="xy",
+    lengths = np.linalg.norm(v, axis=1)
+    ref = float(np.quantile(lengths, 0.9)) or 1.0
+    v = v / ref / np.maximum(lengths / ref, 1.0)[:, None]
+    ax.quiver(g[:, 0], g[:, 1], v[:, 0], v[:, 1], color=color, angles="xy", scale_units="xy",
               scale=1.0 / (0.9 * 2 * lim / max(2, int(round(np.sqrt(len(g)))))), width=0.004, alpha=0.8)
     _square(ax, lim, title)
 
