@@ -298,7 +298,8 @@ def _vae_run(run, request: InterpolateRequest, x_a: Tensor, x_b: Tensor, labels:
     arrays: dict[str, Tensor] = {"x_a": x_a, "x_b": x_b, "interpolation": rows, "weights": w}
     if labels is not None:
         # attribute vector "looks like the class of b": mean code of test images of that class minus the rest
-        pool, pool_labels = test_images(run.config, list(range(500)))
+        pool, pool_labels = test_images(run.config, None)
+        pool, pool_labels = pool[:1000], pool_labels[:1000]
         direction = editing.attribute_vector(model, pool.to(run.device), pool_labels == labels[1], generator=g)
         scales = torch.linspace(-1.0, 2.0, request.num)
         edited = editing.edit(model, x_a, direction, scales, generator=g)[:, 0]  # (N, C, H, W)

@@ -35,13 +35,16 @@ def data_shape(cfg: RunConfig) -> tuple[int, int, int]:
     return tuple(int(s) for s in shape)  # type: ignore[return-value]
 
 
-def test_images(cfg: RunConfig, indices: Sequence[int]) -> tuple[Tensor, Tensor]:
-    """Images ``(B, C, H, W)`` in [-1, 1] and labels ``(B,)`` of the test split of the run's dataset."""
+def test_images(cfg: RunConfig, indices: Sequence[int] | None) -> tuple[Tensor, Tensor]:
+    """Images ``(B, C, H, W)`` in [-1, 1] and labels ``(B,)`` of the test split of the run's dataset
+    (``indices=None``: all of them)."""
     from elbolab.data import load_dataset
 
-    if not len(indices):
+    if indices is not None and not len(indices):
         raise ValueError("indices is empty: give at least one test image index")
     ds = load_dataset(dataclasses.replace(cfg.data, split="test", limit=0), download=False)
+    if indices is None:
+        indices = range(len(ds))
     bad = [i for i in indices if not 0 <= int(i) < len(ds)]
     if bad:
         raise ValueError(f"test image indices {bad} out of range: the test split of {cfg.data.name!r} has "
