@@ -358,7 +358,7 @@ def inpaint_run(run, request: InpaintRequest) -> InpaintOutput:
     """Inpaint images with a trained diffusion run (:func:`elbolab.runs.load_run`); see :class:`InpaintRequest`."""
     from elbolab.apps.chain import run_diffusion
     from elbolab.apps.io import load_mask_file, save_npz, source_images
-    from elbolab.viz.grid import save_image_grid
+    from elbolab.viz.plots import save_annotated_grid
 
     diffusion = run_diffusion(run)
     originals, _ = source_images(run.config, request.image, list(request.indices))
@@ -381,8 +381,10 @@ def inpaint_run(run, request: InpaintRequest) -> InpaintOutput:
     rows = torch.cat([originals[:, None], shown[:, None], completions], dim=1)  # (B, K + 2, C, H, W)
     out = Path(request.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    grid = out / "inpaint.png"
-    save_image_grid(rows.flatten(0, 1), grid, nrow=K + 2)
+    grid = save_annotated_grid(rows, out / "inpaint.png",
+                               col_labels=["original", "masked"] + [f"RePaint #{k + 1}" for k in range(K)],
+                               title=f"RePaint: {request.steps} steps, j = {request.jump_length}, "
+                                     f"r = {request.resample}; mask 1 = keep")
     npz = save_npz(out / "inpaint.npz", originals=originals, mask=mask, completions=completions,
                    masked_mse=mse, nfe=res.nfe, steps=request.steps, jump_length=request.jump_length,
                    resample=request.resample, seed=request.seed)
