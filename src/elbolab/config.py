@@ -261,6 +261,7 @@ class SampleConfig:
     n: int = 64
     corrector_steps: int = 1  # Langevin corrector steps per level (samplers "langevin" and "pc")
     snr: float = 0.16  # signal-to-noise ratio r of the corrector's step rule (Song et al. 2021, Alg. 4-5)
+    precision: Precision = Precision.FP32  # bf16: network forwards under autocast (2x faster on CPU, nn.precision)
 
 
 @dataclass
@@ -679,7 +680,7 @@ def _ddpm_mnist() -> RunConfig:
         diffusion=DiffusionConfig(),
         # the 9-minute CPU demo (~1250 steps): small batch, high lr, short warm-up; eps + L_simple beat Min-SNR-5
         train=TrainConfig(minutes=9.0, batch_size=64, lr=2e-3, warmup_steps=100, ema_decay=0.995),
-        sample=SampleConfig(),
+        sample=SampleConfig(precision=Precision.BF16),
     )
 
 
@@ -707,14 +708,16 @@ def _ddpm_cifar() -> RunConfig:
 
 def _ddpm_cfg_mnist() -> RunConfig:
     """Class-conditional DDPM for classifier-free guidance (Ho & Salimans 2022): the MNIST U-Net with a label
-    embedding (10 classes + the null class), labels dropped with p_uncond = 0.1; samples with DDIM 50 steps."""
+    embedding (10 classes + the null class), labels dropped with p_uncond = 0.1; samples with DDIM 50 steps.
+    Optimiser as ``ddpm-mnist`` (batch 64, lr 2e-3, warm-up 100), EMA 0.999 for longer runs."""
     return RunConfig(
         family=Family.DDPM,
         data=DataConfig(name="mnist"),
         unet=dataclasses.replace(unet_preset("mnist"), num_classes=10),
         diffusion=DiffusionConfig(p_uncond=0.1),
-        train=TrainConfig(minutes=10.0, log_every=100, checkpoint_every=1000),
-        sample=SampleConfig(),
+        train=TrainConfig(minutes=10.0, batch_size=64, lr=2e-3, warmup_steps=100, log_every=100,
+                          checkpoint_every=1000),
+        sample=SampleConfig(precision=Precision.BF16),
     )
 
 
@@ -727,8 +730,9 @@ def _ncsn_mnist() -> RunConfig:
         data=DataConfig(name="mnist"),
         unet=unet_preset("mnist"),
         score=ScoreConfig(steps_per_level=2),
-        train=TrainConfig(minutes=10.0, log_every=100, checkpoint_every=1000),
-        sample=SampleConfig(sampler=SamplerKind.ANNEALED_LANGEVIN),
+        train=TrainConfig(minutes=10.0, batch_size=64, lr=1e-3, warmup_steps=100, log_every=100,
+                          checkpoint_every=1000),
+        sample=SampleConfig(sampler=SamplerKind.ANNEALED_LANGEVIN, precision=Precision.BF16),
     )
 
 

@@ -236,6 +236,7 @@ class DemoReport:
     confident_fraction: float
     confidence_n: int
     sample_seconds_per_image: float
+    fidelity: dict[str, float]
     total_seconds: float
 
     def to_text(self) -> str:
@@ -246,6 +247,10 @@ class DemoReport:
             f"{self.sample_seconds_per_image:.3f} s/img)",
             f"quality : {100 * self.confident_fraction:.1f}% of {self.confidence_n} samples labelled with "
             "confidence >= 0.9 by the shipped MNIST classifier (real test images: ~98%)",
+            f"          FID {self.fidelity['fid']:.1f}, precision {self.fidelity['precision']:.3f}, recall "
+            f"{self.fidelity['recall']:.3f} against the training images (the same for {self.confidence_n} real "
+            f"held-out images: FID {self.fidelity['real_fid']:.1f}, precision {self.fidelity['real_precision']:.3f}, "
+            f"recall {self.fidelity['real_recall']:.3f})",
             f"ELBO on {self.elbo_images} held-out test images (bits/dim, Monte Carlo over t, +- stderr):",
             f"  reconstruction  -log p(x0|x1)        {e['reconstruction']:.4f} +- {e['reconstruction_stderr']:.4f}",
             f"  prior matching  KL(q(xT|x0)||p(xT))  {e['prior']:.6f}",
@@ -254,6 +259,26 @@ class DemoReport:
             f"total wall time {self.total_seconds / 60:.1f} min; metrics in {self.out_dir / 'demo.json'}",
         ]
         return "\n".join(lines)
+
+
+def _demo_fidelity(run: Run, samples: torch.Tensor, seed: int) -> dict[str, float]:
+    """FID and precision/recall of ``samples: (N, 1, 28, 28)`` against the run's training images, next to the
+    same figures for N real held-out images (the floor at this N: FID is biased upwards at small N). The
+    classifier-confidence figure alone can be high for smooth blobs; these two catch that."""
+    from elbolab.evaluate import Metric, evaluate_samples, load_reference
+
+    metrics = {Metric.FID, Metric.PR}
+    ref = load_reference(run.config.data.name, "train", data_dir=run.config.data.data_dir, feature_dataset="mnist",
+                         progress=False)
+    held_out = load_dataset(dataclasses.replace(run.config.data, split="test", limit=0))
+    pick = torch.randperm(len(held_out), generator=torch.Generator().manual_seed(seed))[: samples.shape[0]]
+    real, _ = held_out.batch(pick)
+    fake_r = evaluate_samples(samples, "mnist", metrics, reference=ref, progress=False)
+    real_r = evaluate_samples(real, "mnist", metrics, reference=ref, progress=False)
+    assert fake_r.fid and fake_r.pr and real_r.fid and real_r.pr
+    return {"fid": fake_r.fid.fid, "precision": fake_r.pr.precision, "recall": fake_r.pr.recall,
+            "real_fid": real_r.fid.fid, "real_precision": real_r.pr.precision, "real_recall": real_r.pr.recall,
+            "n": int(samples.shape[0]), "n_reference": ref.n}
 
 
 def run_demo(out_dir: str | os.PathLike[str] = "runs/demo", *, minutes: float | None = None, seed: int = 0,
@@ -292,6 +317,7 @@ def run_demo(out_dir: str | os.PathLike[str] = "runs/demo", *, minutes: float | 
     save_image_grid(batch.images[:64], grid, nrow=8)
     save_samples_npz(out_dir / "samples" / "demo_samples.npz", batch.images, meta={"method": batch.method})
     confidence = classifier_confidence(batch.images, "mnist")
+    fidelity = _demo_fidelity(run, batch.images, seed)
 
     held_out = load_dataset(dataclasses.replace(run.config.data, split="test", limit=elbo_images))
     x0, _ = held_out.batch(torch.arange(len(held_out)))
@@ -301,7 +327,7 @@ def run_demo(out_dir: str | os.PathLike[str] = "runs/demo", *, minutes: float | 
                                                   "reconstruction_stderr", "denoising_stderr", "total_stderr")}
     report = DemoReport(out_dir=out_dir, train=trained, grid=grid, elbo=elbo, elbo_images=len(held_out),
                         confident_fraction=confidence.fraction, confidence_n=confidence.n,
-                        sample_seconds_per_image=sample_seconds / confidence.n,
+                        sample_seconds_per_image=sample_seconds / confidence.n, fidelity=fidelity,
                         total_seconds=time.perf_counter() - t_start)
     from elbolab.config import atomic_write_text
 
@@ -309,7 +335,8 @@ def run_demo(out_dir: str | os.PathLike[str] = "runs/demo", *, minutes: float | 
         "train": {"step": trained.step, "minutes": trained.wall_seconds / 60, "img_per_s": trained.images_per_second,
                   "final_loss": trained.final_loss}, "elbo_bpd": elbo, "elbo_images": len(held_out),
         "confident_fraction": confidence.fraction, "confidence_n": confidence.n,
-        "confidence_class_counts": confidence.class_counts, "sample_seconds_per_image": report.sample_seconds_per_image,
+        "confidence_class_counts": confidence.class_counts, "fidelity": fidelity,
+        "sample_seconds_per_image": report.sample_seconds_per_image, "sampler": batch.method,
         "grid": str(grid), "total_minutes": report.total_seconds / 60}, indent=2) + "\n")
     return report
 

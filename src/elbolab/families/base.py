@@ -110,3 +110,11 @@ def with_image_shape(section: Any, image_shape: tuple[int, int, int], what: str)
                     what, c, h, w, section.in_channels, section.image_size)
         section = dataclasses.replace(section, in_channels=c, image_size=h)
     return section
+
+
+def check_num_classes(configured: int, data_classes: int, key: str) -> None:
+    """ValueError when a class-conditional network (``configured`` > 0 classes, config key ``key``) does not
+    match the ``data_classes`` of the data (0 = the data has no labels)."""
+    if configured and configured != data_classes:
+        raise ValueError(f"{key} = {configured} but the data has {data_classes or 'no'} classes "
+                         f"(set {key} = {data_classes} or 0 for an unconditional model)")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 
 import torch
 from torch import nn
@@ -12,10 +11,11 @@ from elbolab.config import RunConfig, SamplerKind
 from elbolab.diffusion import DiffusionObjective, build_diffusion, samplers
 from elbolab.diffusion.guidance import LabelDropout, guided_sampling
 from elbolab.evaluate.bpd import BPDMethod, diffusion_bound_fn
-from elbolab.families.base import BoundFn, DropLabels, SampleBatch, SampleRequest
+from elbolab.families.base import (BoundFn, DropLabels, SampleBatch, SampleRequest, check_num_classes,
+                                   with_image_shape)
+from elbolab.nn.precision import with_precision
 from elbolab.nn.unet import build_unet
 
-logger = logging.getLogger(__name__)
 
 
 class DDPMFamily:
@@ -24,16 +24,8 @@ class DDPMFamily:
     bpd_method = BPDMethod.DISCRETIZED_GAUSSIAN.value
 
     def adapt_to_data(self, cfg: RunConfig, image_shape: tuple[int, int, int], num_classes: int) -> RunConfig:
-        c, h, w = image_shape
-        if h != w:
-            raise ValueError(f"the U-Net needs square images, the data has H = {h}, W = {w}")
-        u = cfg.unet
-        if (u.in_channels, u.image_size) != (c, h):
-            logger.info("U-Net input set from the data: %d channels, %dx%d (config had %d, %d)",
-                        c, h, w, u.in_channels, u.image_size)
-            u = dataclasses.replace(u, in_channels=c, image_size=h)
-        if u.num_classes and num_classes and u.num_classes != num_classes:
-            raise ValueError(f"unet.num_classes = {u.num_classes} but the data has {num_classes} classes")
+        u = with_image_shape(cfg.unet, image_shape, "U-Net")
+        check_num_classes(u.num_classes, num_classes, "unet.num_classes")
         return dataclasses.replace(cfg, unet=u)
 
     def build_model(self, cfg: RunConfig) -> nn.Module:
@@ -51,6 +43,7 @@ class DDPMFamily:
         kind = SamplerKind(request.sampler or cfg.sample.sampler)
         steps = request.steps or cfg.sample.steps
         device = next(model.parameters()).device
+        model = with_precision(model, cfg.sample.precision)
         guided = guided_sampling(model, cfg.unet.num_classes, n, label=request.label, w=request.guidance,
                                  device=device)
         model, labels = guided.model, guided.labels

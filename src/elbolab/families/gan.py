@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from elbolab.config import RunConfig
-from elbolab.families.base import BoundFn, SampleBatch, SampleRequest, with_image_shape
+from elbolab.families.base import BoundFn, SampleBatch, SampleRequest, check_num_classes, with_image_shape
 from elbolab.gan import GAN, GANObjective, build_gan, sample_gan
 
 
@@ -23,8 +23,7 @@ class GANFamily:
 
     def adapt_to_data(self, cfg: RunConfig, image_shape: tuple[int, int, int], num_classes: int) -> RunConfig:
         g = with_image_shape(cfg.gan, image_shape, "GAN")
-        if g.num_classes and g.num_classes != num_classes:
-            raise ValueError(f"gan.num_classes = {g.num_classes} but the data has {num_classes or 'no'} classes")
+        check_num_classes(g.num_classes, num_classes, "gan.num_classes")
         return dataclasses.replace(cfg, gan=g)
 
     def build_model(self, cfg: RunConfig) -> GAN:

@@ -13,6 +13,7 @@ from elbolab.config import RunConfig, SamplerKind
 from elbolab.diffusion.guidance import LabelDropout, guided_sampling
 from elbolab.families.base import BoundFn, DropLabels, SampleBatch, SampleRequest
 from elbolab.families.ddpm import DDPMFamily
+from elbolab.nn.precision import with_precision
 from elbolab.nn.unet import build_unet
 from elbolab.score import (NCSN, DenoisingScoreMatching, annealed_langevin, choose_eps, levels_from_config,
                            resolve_score_config)
@@ -67,6 +68,7 @@ class NCSNFamily:
         T = request.steps or cfg.score.steps_per_level
         eps = cfg.score.eps if T == cfg.score.steps_per_level else choose_eps(T, levels.gamma, levels.sigma_L)
         device = next(model.parameters()).device
+        model = with_precision(model, cfg.sample.precision)
         guided = guided_sampling(model, cfg.unet.num_classes, n, label=request.label, w=request.guidance,
                                  device=device)
         shape = (n, cfg.unet.in_channels, cfg.unet.image_size, cfg.unet.image_size)

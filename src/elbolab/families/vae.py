@@ -11,17 +11,15 @@ nats comes from :func:`elbolab.vae.evaluate_likelihood`.
 from __future__ import annotations
 
 import dataclasses
-import logging
 
 import torch
 from torch import nn
 
 from elbolab.config import DecoderLikelihood, Family, RunConfig
 from elbolab.evaluate.bpd import BPDMethod
-from elbolab.families.base import BoundFn, DropLabels, SampleBatch, SampleRequest
+from elbolab.families.base import BoundFn, DropLabels, SampleBatch, SampleRequest, with_image_shape
 from elbolab.vae import LatentVariableModel, build_objective, build_vae, sample_fn, vae_bound_fn
 
-logger = logging.getLogger(__name__)
 
 
 class VAEFamily:
@@ -33,15 +31,7 @@ class VAEFamily:
         self.family = Family(family)
 
     def adapt_to_data(self, cfg: RunConfig, image_shape: tuple[int, int, int], num_classes: int) -> RunConfig:
-        c, h, w = image_shape
-        if h != w:
-            raise ValueError(f"the VAE networks need square images, the data has H = {h}, W = {w}")
-        v = cfg.vae
-        if (v.in_channels, v.image_size) != (c, h):
-            logger.info("VAE data shape set from the data: %d channels, %dx%d (config had %d, %d)",
-                        c, h, w, v.in_channels, v.image_size)
-            v = dataclasses.replace(v, in_channels=c, image_size=h)
-        return dataclasses.replace(cfg, vae=v)
+        return dataclasses.replace(cfg, vae=with_image_shape(cfg.vae, image_shape, "VAE"))
 
     def build_model(self, cfg: RunConfig) -> nn.Module:
         v = cfg.vae
