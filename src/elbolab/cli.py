@@ -114,6 +114,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from elbolab.runs import EvalRequest, evaluate_run, load_run
 
     run = load_run(args.run, use_ema=not args.no_ema)
+    if args.iwae or args.active_units or args.probe:
+        from elbolab.runs import vae_diagnostics
+
+        diag = vae_diagnostics(run, iwae=args.iwae, n=args.iwae_n, active=args.active_units, probe=args.probe,
+                               seed=args.seed)
+        print(diag.to_text())
+        print(f"wrote {run.folder / 'vae_metrics.json'}")
+        if not (args.metrics or args.bpd):
+            return 0
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else []
     if args.bpd and "bpd" not in metrics:
         metrics.append("bpd")
@@ -260,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     # eval
     p = _sub(sub, "eval", "evaluate a trained run (ELBO terms in bits/dim, FID, KID, IS, precision/recall)",
-             "elbolab eval runs/demo --bpd\nelbolab eval runs/demo --metrics fid,kid,is,pr,bpd --n 10000")
+             "elbolab eval runs/demo --bpd\nelbolab eval runs/demo --metrics fid,kid,is,pr,bpd --n 10000\n"
+             "elbolab eval runs/vae-mnist-fc --iwae 5000 --iwae-n 500 --active-units --probe")
     p.add_argument("run", help="run folder")
     p.add_argument("--bpd", action="store_true", help="ELBO terms in bits/dim on the test split")
     p.add_argument("--metrics", default=None, help="comma-separated subset of fid,kid,is,pr,bpd")
@@ -271,6 +281,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--samples", default=None, help="reuse samples from this .npz instead of generating")
     p.add_argument("--no-ema", action="store_true")
+    p.add_argument("--iwae", type=int, default=0, metavar="K",
+                   help="VAE/HVAE runs: ELBO and IWAE_K negative log-likelihood on the first --iwae-n test images")
+    p.add_argument("--iwae-n", type=int, default=1000, help="test images for --iwae (0 = all)")
+    p.add_argument("--active-units", action="store_true", help="VAE/HVAE runs: active latent units per layer")
+    p.add_argument("--probe", action="store_true", help="VAE/HVAE/AE runs: linear probe of the encoder's code")
     _seed_arg(p)
     p.set_defaults(func=cmd_eval)
 

@@ -16,11 +16,12 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from elbolab.config import RunConfig, SamplerKind, apply_overrides, load_toml, preset, save_toml
+from elbolab.config import Family, RunConfig, SamplerKind, apply_overrides, load_toml, preset, save_toml
 from elbolab.data import ImageDataset, load_dataset
 from elbolab.families import FamilySpec, SampleBatch, SampleRequest, family_spec
 
@@ -83,7 +84,10 @@ def train_run(cfg: RunConfig, out_dir: str | os.PathLike[str], *, resume: bool =
     def sample_fn(m: nn.Module, n: int, generator: torch.Generator) -> torch.Tensor:
         return spec.sample(cfg, m, n, generator, SampleRequest(n=n)).images
 
-    trainer = Trainer(model, objective, data, cfg.train, out_dir, run_config=cfg, sample_fn=sample_fn,
+    # an autoencoder has no prior: no sample grids (its reconstructions are what `elbolab interpolate` shows)
+    can_sample = not (cfg.family is Family.AE)
+    trainer = Trainer(model, objective, data, cfg.train, out_dir, run_config=cfg,
+                      sample_fn=sample_fn if can_sample else None,
                       resume=resume, progress=progress)
     try:
         result = trainer.fit()
@@ -221,6 +225,71 @@ def evaluate_run(run: Run, request: EvalRequest) -> EvalReport:
     return EvalReport(path=run.folder / "metrics.json", text=format_eval_table(result))
 
 
+@dataclass
+class VAEDiagnostics:
+    """What ``elbolab eval --iwae K / --active-units / --probe`` measured on a VAE-family run (None: not asked)."""
+
+    likelihood: Any = None  # elbolab.vae.LikelihoodReport on the first ``n`` test images
+    active_units: Any = None  # elbolab.vae.ActiveUnits on the test split
+    probe: Any = None  # elbolab.vae.ProbeResult: linear probe, train split -> test split
+
+    def to_text(self) -> str:
+        lines = []
+        if self.likelihood is not None:
+            lines.append(self.likelihood.to_text())
+        if self.active_units is not None:
+            au = self.active_units
+            lines.append("active units per layer: " + ", ".join(f"{c}/{d}" for c, d in zip(au.counts, au.dims)))
+        if self.probe is not None:
+            lines.append(f"linear probe on the encoder's code: test accuracy {self.probe.test_accuracy:.4f} "
+                         f"(train {self.probe.train_accuracy:.4f}, {self.probe.num_features} features)")
+        return "\n".join(lines)
+
+
+def _image_batches(ds: ImageDataset, n: int, batch: int, with_labels: bool = False):
+    for i in range(0, n, batch):
+        x, y = ds.batch(torch.arange(i, min(n, i + batch)))
+        yield (x, y) if with_labels else x
+
+
+def vae_diagnostics(run: Run, *, iwae: int = 0, n: int = 1000, active: bool = False, probe: bool = False,
+                    seed: int = 0, progress: bool = True) -> VAEDiagnostics:
+    """ELBO and IWAE_``iwae`` NLL on the first ``n`` test images (0 = all), active units (Burda et al. 2016) and
+    a linear probe of the encoder's code, for a ``vae``/``hvae``/``ae`` run; writes ``<run>/vae_metrics.json``.
+    An autoencoder has no likelihood and no stochastic code: only ``probe`` applies to it."""
+    from elbolab.config import atomic_write_text
+    from elbolab.vae import active_units, evaluate_likelihood, extract_features, linear_probe
+
+    family = run.config.family
+    if family not in (Family.VAE, Family.HVAE, Family.AE):
+        raise ValueError(f"--iwae/--active-units/--probe are for vae, hvae and ae runs; {run.folder} is "
+                         f"{family.value!r}")
+    if family is Family.AE and (iwae or active):
+        raise ValueError("an autoencoder (family 'ae') has no likelihood or posterior: only --probe applies")
+    if iwae < 0 or n < 0:
+        raise ValueError(f"iwae = {iwae} and n = {n} must be >= 0")
+    test = load_dataset(dataclasses.replace(run.config.data, split="test"))
+    gen = torch.Generator().manual_seed(seed)
+    out = VAEDiagnostics()
+    model = run.model
+    if iwae:
+        m = len(test) if n == 0 else min(n, len(test))
+        out.likelihood = evaluate_likelihood(model, _image_batches(test, m, 100), iwae, gen, progress=progress)
+    if active:
+        out.active_units = active_units(model, _image_batches(test, len(test), 500), gen)
+    if probe:
+        train = load_dataset(dataclasses.replace(run.config.data, split="train"))
+        f_tr, y_tr = extract_features(model, _image_batches(train, len(train), 1000, with_labels=True))
+        f_te, y_te = extract_features(model, _image_batches(test, len(test), 1000, with_labels=True))
+        out.probe = linear_probe(f_tr, y_tr, f_te, y_te)
+    record = {"step": run.step,
+              "likelihood": out.likelihood.to_dict() if out.likelihood is not None else None,
+              "active_units": out.active_units.to_dict() if out.active_units is not None else None,
+              "probe": out.probe.to_dict() if out.probe is not None else None}
+    atomic_write_text(run.folder / "vae_metrics.json", json.dumps(record, indent=2) + "\n")
+    return out
+
+
 # --------------------------------------------------------------------------------------------------
 # Demo
 # --------------------------------------------------------------------------------------------------
@@ -342,4 +411,5 @@ def run_demo(out_dir: str | os.PathLike[str] = "runs/demo", *, minutes: float | 
 
 
 __all__ = ["DemoReport", "EvalReport", "EvalRequest", "Run", "SampleRequest", "TrainRunResult",
-           "draw_samples", "evaluate_run", "load_run", "prepare_config", "run_demo", "sample_run", "train_run"]
+           "VAEDiagnostics", "draw_samples", "evaluate_run", "load_run", "prepare_config", "run_demo", "sample_run",
+           "train_run", "vae_diagnostics"]

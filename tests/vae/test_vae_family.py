@@ -50,3 +50,41 @@ def test_tiny_run_folder_trains_samples_and_reports_bits_per_dim(tmp_path):
     assert [p.suffix for p in written] == [".png", ".npz"]
     report = evaluate_run(run, EvalRequest(metrics=["bpd"], bpd_n=16, exact=True))
     assert "iwae_8" in report.to_text() and (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_eval_cli_iwae_active_units_probe(tmp_path, capsys):
+    """`elbolab eval RUN --iwae K --active-units --probe` on a tiny VAE run: ELBO <= IWAE (NLL order), the
+    counts fit the latent size, a probe accuracy in [0, 1], a JSON record; wrong families are named."""
+    import json
+
+    from elbolab.cli import main
+    from elbolab.runs import train_run
+
+    cfg = apply_overrides(preset("vae-mnist-fc"), [
+        'data.name="mnist-embedded"', "data.limit=300", "data.holdout=100", "train.steps=6", "train.minutes=0",
+        "train.batch_size=50", "vae.hidden_sizes=[64]", "vae.latent_dims=[4]"])
+    train_run(cfg, tmp_path / "run", progress=False)
+    rc = main(["eval", str(tmp_path / "run"), "--iwae", "16", "--iwae-n", "40", "--active-units", "--probe"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "IWAE_16" in text and "active units per layer" in text and "linear probe" in text
+    rec = json.loads((tmp_path / "run" / "vae_metrics.json").read_text())
+    lik = rec["likelihood"]
+    assert lik["num_examples"] == 40 and lik["num_samples"] == 16
+    assert lik["iwae_nll"] <= lik["elbo_nll"] + 3 * lik["elbo_nll_stderr"]  # IWAE_K >= ELBO (as NLLs: <=)
+    assert rec["active_units"]["dims"] == [4] and 0 <= rec["active_units"]["counts"][0] <= 4
+    assert 0.0 <= rec["probe"]["test_accuracy"] <= 1.0 and rec["probe"]["num_test"] == 100
+
+    ae = apply_overrides(preset("ae-mnist"), ['data.name="mnist-embedded"', "data.limit=200", "data.holdout=50",
+                                              "train.steps=2", "train.minutes=0", "train.batch_size=50"])
+    train_run(ae, tmp_path / "ae", progress=False)
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "ae"), "--iwae", "4"]) == 2
+    assert "only --probe" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "ae"), "--probe"]) == 0
+
+    ddpm = apply_overrides(preset("ddpm-tiny"), ["data.limit=64", "train.steps=1"])
+    train_run(ddpm, tmp_path / "ddpm", progress=False)
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "ddpm"), "--probe"]) == 2
+    assert "'ddpm'" in capsys.readouterr().err
