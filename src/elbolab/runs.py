@@ -312,7 +312,8 @@ class DemoReport:
         e = self.elbo
         lines = [
             f"demo run: {self.out_dir}/ ({self.train.summary()})",
-            f"samples : {self.grid} (8x8, DDIM {self.train.config.sample.steps} steps, "
+            f"samples : {self.grid} (8x8, DDIM eta = {self.train.config.sample.eta:g}, "
+            f"{self.train.config.sample.steps} steps, "
             f"{self.sample_seconds_per_image:.3f} s/img)",
             f"quality : {100 * self.confident_fraction:.1f}% of {self.confidence_n} samples labelled with "
             "confidence >= 0.9 by the shipped MNIST classifier (real test images: ~98%)",
