@@ -45,8 +45,11 @@ def sigint(run: str) -> int:
     x, y = regression_data()
     cfg = tiny_cfg(steps=10**9, checkpoint_every=10**6)
     trainer = Trainer(MLP(), SlowRegression(), torch.utils.data.TensorDataset(x, y), cfg, run, progress=False)
+    # the handler before fit: Python's default_int_handler, or SIG_IGN when this process was started from a
+    # background job of a non-interactive shell (SIGINT ignored by inheritance)
+    before = signal.getsignal(signal.SIGINT)
     result = trainer.fit()
-    restored = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    restored = signal.getsignal(signal.SIGINT) is before
     print("RESULT " + json.dumps({"step": result.step, "stopped_by": result.stopped_by.value,
                                   "checkpoint_step": result.checkpoint_step, "handler_restored": restored}),
           flush=True)
