@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from elbolab.config import Spacing, VarianceKind
+from elbolab.config import Spacing, VarianceKind, coerce
 from elbolab.evaluate.pipeline import classifier_confidence
 from elbolab.families import SampleRequest
 from elbolab.runs import draw_samples, load_run
@@ -29,7 +29,11 @@ KEYS = {"ema", "bf16", "sampler", "steps", "eta", "spacing", "variance", "snr"}
 
 
 def parse_variant(text: str) -> dict[str, str]:
-    opts = dict(kv.split("=", 1) for kv in text.split(",") if kv)
+    pairs = [kv for kv in text.split(",") if kv]
+    bad = [kv for kv in pairs if "=" not in kv]
+    if bad:
+        raise SystemExit(f"variant {text!r}: {bad} is not key=value; keys: {sorted(KEYS)}")
+    opts = dict(kv.split("=", 1) for kv in pairs)
     unknown = set(opts) - KEYS
     if unknown:
         raise SystemExit(f"variant {text!r}: unknown keys {sorted(unknown)}; allowed: {sorted(KEYS)}")
@@ -47,32 +51,41 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for text in args.variants.split(";"):
         opts = parse_variant(text)
-        run = load_run(args.run, use_ema=opts.get("ema", "1") == "1")
-        cfg = run.config
-        sample = cfg.sample
-        if "spacing" in opts:
-            sample = dataclasses.replace(sample, spacing=Spacing(opts["spacing"]))
-        if "snr" in opts:
-            sample = dataclasses.replace(sample, snr=float(opts["snr"]))
-        diffusion = cfg.diffusion
-        if "variance" in opts:
-            diffusion = dataclasses.replace(diffusion, variance=VarianceKind(opts["variance"]))
-        run.config = dataclasses.replace(cfg, sample=sample, diffusion=diffusion)
-        request = SampleRequest(n=args.n, sampler=opts.get("sampler", "ddim"), steps=int(opts.get("steps", 50)),
-                                eta=float(opts.get("eta", 0.0)), seed=args.seed)
-        bf16 = torch.autocast("cpu", dtype=torch.bfloat16) if opts.get("bf16") == "1" else contextlib.nullcontext()
-        t0 = time.perf_counter()
-        with bf16:
-            batch = draw_samples(run, request)
-        seconds = time.perf_counter() - t0
-        conf = classifier_confidence(batch.images.float(), "mnist")
-        results[text] = {"confident": conf.fraction, "class_counts": conf.class_counts, "seconds": seconds,
-                         "method": batch.method}
-        print(f"{text:55s} confident {conf.fraction:.3f}  {seconds:6.1f} s  {conf.class_counts}", flush=True)
+        try:
+            results[text] = run_variant(args, opts)
+        except ValueError as e:  # a bad sampler / spacing / variance name: say which and what is allowed
+            raise SystemExit(f"variant {text!r}: {e}") from None
+        r = results[text]
+        print(f"{text:55s} confident {r['confident']:.3f}  {r['seconds']:6.1f} s  {r['class_counts']}", flush=True)
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"run": args.run, "n": args.n, "seed": args.seed, "results": results}, f, indent=2)
     return 0
+
+
+def run_variant(args: argparse.Namespace, opts: dict[str, str]) -> dict:
+    """Sample ``args.n`` images of ``args.run`` under one variant and score them."""
+    run = load_run(args.run, use_ema=opts.get("ema", "1") == "1")
+    cfg = run.config
+    sample = cfg.sample
+    if "spacing" in opts:
+        sample = dataclasses.replace(sample, spacing=coerce(opts["spacing"], Spacing, "spacing"))
+    if "snr" in opts:
+        sample = dataclasses.replace(sample, snr=float(opts["snr"]))
+    diffusion = cfg.diffusion
+    if "variance" in opts:
+        diffusion = dataclasses.replace(diffusion, variance=coerce(opts["variance"], VarianceKind, "variance"))
+    run.config = dataclasses.replace(cfg, sample=sample, diffusion=diffusion)
+    request = SampleRequest(n=args.n, sampler=opts.get("sampler", "ddim"), steps=int(opts.get("steps", 50)),
+                            eta=float(opts.get("eta", 0.0)), seed=args.seed)
+    bf16 = torch.autocast("cpu", dtype=torch.bfloat16) if opts.get("bf16") == "1" else contextlib.nullcontext()
+    t0 = time.perf_counter()
+    with bf16:
+        batch = draw_samples(run, request)
+    seconds = time.perf_counter() - t0
+    conf = classifier_confidence(batch.images.float(), "mnist")
+    return {"confident": conf.fraction, "class_counts": conf.class_counts, "seconds": seconds,
+            "method": batch.method}
 
 
 if __name__ == "__main__":

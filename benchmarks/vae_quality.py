@@ -32,6 +32,7 @@ import torch
 
 from elbolab.config import Family, apply_overrides, atomic_write_text, preset
 from elbolab.data import load_dataset
+from elbolab.runs import image_batches
 from elbolab.train import Trainer
 from elbolab.vae import (
     active_units,
@@ -50,10 +51,7 @@ from elbolab.viz.grid import save_image_grid
 logger = logging.getLogger("benchmarks.vae_quality")
 
 
-def _batches(ds, n: int, batch: int, with_labels: bool = False):
-    for i in range(0, n, batch):
-        x, y = ds.batch(torch.arange(i, min(n, i + batch)))
-        yield (x, y) if with_labels else x
+_batches = image_batches  # the first n images of a dataset, in order (elbolab.runs)
 
 
 def _figures(model, test, run_dir: Path, generative: bool) -> None:

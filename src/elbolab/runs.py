@@ -16,7 +16,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -24,6 +24,9 @@ from torch import nn
 from elbolab.config import Family, RunConfig, SamplerKind, apply_overrides, load_toml, preset, save_toml
 from elbolab.data import ImageDataset, load_dataset
 from elbolab.families import FamilySpec, SampleBatch, SampleRequest, family_spec
+
+if TYPE_CHECKING:
+    from elbolab.vae import ActiveUnits, LikelihoodReport, ProbeResult
 
 logger = logging.getLogger(__name__)
 
@@ -229,9 +232,9 @@ def evaluate_run(run: Run, request: EvalRequest) -> EvalReport:
 class VAEDiagnostics:
     """What ``elbolab eval --iwae K / --active-units / --probe`` measured on a VAE-family run (None: not asked)."""
 
-    likelihood: Any = None  # elbolab.vae.LikelihoodReport on the first ``n`` test images
-    active_units: Any = None  # elbolab.vae.ActiveUnits on the test split
-    probe: Any = None  # elbolab.vae.ProbeResult: linear probe, train split -> test split
+    likelihood: LikelihoodReport | None = None  # on the first ``n`` test images
+    active_units: ActiveUnits | None = None  # on the test split
+    probe: ProbeResult | None = None  # linear probe, train split -> test split
 
     def to_text(self) -> str:
         lines = []
@@ -246,7 +249,8 @@ class VAEDiagnostics:
         return "\n".join(lines)
 
 
-def _image_batches(ds: ImageDataset, n: int, batch: int, with_labels: bool = False):
+def image_batches(ds: ImageDataset, n: int, batch: int, with_labels: bool = False):
+    """The first ``n`` images of ``ds`` in order, ``batch`` at a time: ``x: (B, C, H, W)`` or ``(x, y: (B,))``."""
     for i in range(0, n, batch):
         x, y = ds.batch(torch.arange(i, min(n, i + batch)))
         yield (x, y) if with_labels else x
@@ -274,13 +278,13 @@ def vae_diagnostics(run: Run, *, iwae: int = 0, n: int = 1000, active: bool = Fa
     model = run.model
     if iwae:
         m = len(test) if n == 0 else min(n, len(test))
-        out.likelihood = evaluate_likelihood(model, _image_batches(test, m, 100), iwae, gen, progress=progress)
+        out.likelihood = evaluate_likelihood(model, image_batches(test, m, 100), iwae, gen, progress=progress)
     if active:
-        out.active_units = active_units(model, _image_batches(test, len(test), 500), gen)
+        out.active_units = active_units(model, image_batches(test, len(test), 500), gen)
     if probe:
         train = load_dataset(dataclasses.replace(run.config.data, split="train"))
-        f_tr, y_tr = extract_features(model, _image_batches(train, len(train), 1000, with_labels=True))
-        f_te, y_te = extract_features(model, _image_batches(test, len(test), 1000, with_labels=True))
+        f_tr, y_tr = extract_features(model, image_batches(train, len(train), 1000, with_labels=True))
+        f_te, y_te = extract_features(model, image_batches(test, len(test), 1000, with_labels=True))
         out.probe = linear_probe(f_tr, y_tr, f_te, y_te)
     record = {"step": run.step,
               "likelihood": out.likelihood.to_dict() if out.likelihood is not None else None,
@@ -345,7 +349,8 @@ def _demo_fidelity(run: Run, samples: torch.Tensor, seed: int) -> dict[str, floa
     real, _ = held_out.batch(pick)
     fake_r = evaluate_samples(samples, "mnist", metrics, reference=ref, progress=False)
     real_r = evaluate_samples(real, "mnist", metrics, reference=ref, progress=False)
-    assert fake_r.fid and fake_r.pr and real_r.fid and real_r.pr
+    if not (fake_r.fid and fake_r.pr and real_r.fid and real_r.pr):  # evaluate_samples fills what was asked
+        raise RuntimeError("evaluate_samples returned no FID or precision/recall for the demo samples")
     return {"fid": fake_r.fid.fid, "precision": fake_r.pr.precision, "recall": fake_r.pr.recall,
             "real_fid": real_r.fid.fid, "real_precision": real_r.pr.precision, "real_recall": real_r.pr.recall,
             "n": int(samples.shape[0]), "n_reference": ref.n}
@@ -412,5 +417,5 @@ def run_demo(out_dir: str | os.PathLike[str] = "runs/demo", *, minutes: float | 
 
 
 __all__ = ["DemoReport", "EvalReport", "EvalRequest", "Run", "SampleRequest", "TrainRunResult",
-           "VAEDiagnostics", "draw_samples", "evaluate_run", "load_run", "prepare_config", "run_demo", "sample_run",
+           "VAEDiagnostics", "draw_samples", "evaluate_run", "image_batches", "load_run", "prepare_config", "run_demo", "sample_run",
            "train_run", "vae_diagnostics"]
