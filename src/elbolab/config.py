@@ -132,6 +132,14 @@ class Precision(str, enum.Enum):
     BF16 = "bf16"  # bf16 autocast (the one optimisation that pays on this CPU, see perf-notes)
 
 
+class LRSchedule(str, enum.Enum):
+    """Decay of the learning rate over the run's budget (after the linear warm-up)."""
+
+    CONSTANT = "constant"
+    COSINE = "cosine"  # lr_min + (lr - lr_min) (1 + cos(pi p)) / 2 at budget fraction p (Loshchilov & Hutter 2017)
+    LINEAR = "linear"  # lr_min + (lr - lr_min) (1 - p)
+
+
 class SamplerKind(str, enum.Enum):
     ANCESTRAL = "ancestral"
     DDIM = "ddim"
@@ -236,6 +244,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     betas: tuple[float, ...] = (0.9, 0.999)
     warmup_steps: int = 200
+    lr_schedule: LRSchedule = LRSchedule.CONSTANT  # decay over the budget (steps, epochs or minutes)
+    lr_min_ratio: float = 0.0  # lr_min / lr at the end of a decaying schedule
     grad_clip: float = 1.0  # 0 disables clipping
     ema_decay: float = 0.999
     ema_warmup: bool = True  # decay min(ema_decay, (1 + n) / (10 + n))
@@ -502,6 +512,8 @@ def validate(obj: Any, prefix: str = "") -> None:
     if isinstance(obj, TrainConfig):
         if not 0.0 <= obj.ema_decay < 1.0:
             raise ConfigError(f"{name('ema_decay')} = {obj.ema_decay!r} must be in [0, 1)")
+        if not 0.0 <= obj.lr_min_ratio <= 1.0:
+            raise ConfigError(f"{name('lr_min_ratio')} = {obj.lr_min_ratio!r} must be in [0, 1]")
     if isinstance(obj, VAEConfig):
         for f in ("latent_dims", "hidden_sizes", "channels"):
             v = getattr(obj, f)

@@ -76,6 +76,25 @@ def test_two_processes_follow_the_one_process_trajectory(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+def test_ranks_share_one_clock_for_a_time_based_lr_decay(tmp_path):
+    """Rank 1 starts its clock 0.3 s late, in a run whose lr decays linearly over its 3 s: with each rank
+    reading its own clock, the lrs (and then the weights) would differ."""
+    env = {**os.environ, "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
+           "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, WORKER, "ddp", str(tmp_path / "ddp"), str(tmp_path / "ddp"), "4",
+                               "0.3"], env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for r in range(2)]
+    for p in procs:
+        out, _ = p.communicate(timeout=240)
+        assert p.returncode == 0, out.decode()[-3000:]
+    ranks = [safetensors.torch.load_file(str(tmp_path / f"ddp.rank{r}")) for r in range(2)]
+    for k in ranks[0].keys() - {"losses"}:  # (each rank's loss is over its half of the batch)
+        assert torch.equal(ranks[0][k], ranks[1][k]), k
+    lrs = [m["lr"] for m in read_metrics(tmp_path / "ddp")]
+    assert len(lrs) >= 10 and all(b <= a for a, b in zip(lrs, lrs[1:])) and lrs[-1] < 0.1 * 1e-2
+
+
+@pytest.mark.slow
 def test_sigint_saves_the_current_step_and_exits_cleanly(tmp_path):
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, WORKER, "sigint", str(run)], stdout=subprocess.PIPE,

@@ -1,6 +1,7 @@
 """The Trainer: resume equality, NaN guard, LR warm-up, clipping, stopping rules, samples, bf16, errors."""
 
 import math
+import signal
 import time
 
 import pytest
@@ -9,13 +10,14 @@ from PIL import Image
 from torch.utils.data import TensorDataset
 from train_toys import MLP, NoisyBatchDataset, Regression, SimulatedCrash, read_metrics, regression_data, tiny_cfg
 
-from elbolab.config import Precision, RunConfig, load_toml
+from elbolab.config import LRSchedule, Precision, RunConfig, load_toml
 from elbolab.train import (
     NonFiniteLossError,
     StopReason,
     Trainer,
     checkpoint_step,
     load_checkpoint,
+    lr_factor,
     warmup_lr,
 )
 
@@ -122,6 +124,84 @@ def test_lr_warmup_values(tmp_path):
     Trainer(MLP(), Regression(), _dataset("tensor"), tiny_cfg(steps=6, warmup_steps=4, lr=1e-2), tmp_path,
             progress=False).fit()
     assert [m["lr"] for m in read_metrics(tmp_path)] == pytest.approx([2.5e-3, 5e-3, 7.5e-3, 1e-2, 1e-2, 1e-2])
+
+
+def test_lr_factor_values():
+    cos, lin = LRSchedule.COSINE, LRSchedule.LINEAR
+    assert [lr_factor(cos, p) for p in (0.0, 0.5, 1.0)] == pytest.approx([1.0, 0.5, 0.0], abs=1e-15)
+    assert lr_factor(cos, 0.25, 0.2) == pytest.approx(0.2 + 0.8 * (1 + math.cos(math.pi / 4)) / 2)
+    assert [lr_factor(lin, p, 0.1) for p in (0.0, 0.5, 1.0)] == pytest.approx([1.0, 0.55, 0.1])
+    assert lr_factor(cos, 1.7, 0.1) == pytest.approx(0.1) and lr_factor(cos, -1.0) == 1.0  # clamped to [0, 1]
+    assert {lr_factor(LRSchedule.CONSTANT, p) for p in (0.0, 0.5, 1.0)} == {1.0}
+    with pytest.raises(ValueError, match="cosine"):
+        lr_factor("exponential", 0.5)
+
+
+@pytest.mark.parametrize("schedule", [LRSchedule.COSINE, LRSchedule.LINEAR])
+def test_lr_decays_over_a_step_budget(tmp_path, schedule):
+    """Update n (after n completed steps) uses warmup(n) * factor(n / steps); metrics log the last update's lr."""
+    steps, lr = 8, 1e-2
+    Trainer(MLP(), Regression(), _dataset("tensor"), tiny_cfg(steps=steps, warmup_steps=2, lr=lr,
+            lr_schedule=schedule, lr_min_ratio=0.1), tmp_path, progress=False).fit()
+    want = [warmup_lr(lr, n, 2) * lr_factor(schedule, n / steps, 0.1) for n in range(steps)]
+    assert [m["lr"] for m in read_metrics(tmp_path)] == pytest.approx(want, rel=1e-12)
+
+
+class _FakeClock:
+    """Stands in for the trainer module's ``time``: ``monotonic()`` advances ``tick`` seconds per call, so a
+    minutes budget runs out without waiting (the real ``time`` module elsewhere is untouched)."""
+
+    def __init__(self, tick: float) -> None:
+        self.now, self.tick = 1000.0, tick
+
+    def monotonic(self) -> float:
+        self.now += self.tick
+        return self.now
+
+
+def test_lr_decays_over_a_minutes_budget_and_a_resume_continues_it(tmp_path, monkeypatch):
+    import elbolab.train.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "time", _FakeClock(1.0))
+    lr, floor = 1e-2, 0.1
+    cfg = tiny_cfg(minutes=0.5, warmup_steps=0, lr=lr, lr_schedule=LRSchedule.COSINE, lr_min_ratio=floor)
+    first = Trainer(MLP(), Regression(), _dataset("tensor"), cfg, tmp_path, progress=False).fit()
+    assert first.stopped_by == StopReason.MINUTES
+    lrs = [m["lr"] for m in read_metrics(tmp_path)]
+    assert len(lrs) >= 8 and all(b < a for a, b in zip(lrs, lrs[1:]))  # strictly decreasing with the time spent
+    assert lrs[0] > 0.95 * lr and lrs[-1] < (floor + 0.05) * lr
+    # a resumed run does not restart the decay: its schedule had ended, so it trains at the floor
+    Trainer(MLP(), Regression(), _dataset("tensor"), cfg, tmp_path, resume=True, progress=False).fit()
+    resumed = [m["lr"] for m in read_metrics(tmp_path)][len(lrs):]
+    assert resumed and resumed == pytest.approx([floor * lr] * len(resumed))
+
+
+class _InterruptedAt(Regression):
+    """Sends this process SIGINT during its ``n``-th loss (the Trainer finishes the step and checkpoints)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+    def loss(self, model, x, y, generator):
+        if self.calls + 1 == self.n:  # Regression.loss counts the calls
+            signal.raise_signal(signal.SIGINT)
+        return super().loss(model, x, y, generator)
+
+
+def test_a_resume_spreads_the_rest_of_the_decay_over_its_minutes(tmp_path, monkeypatch):
+    import elbolab.train.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "time", _FakeClock(1.0))
+    cfg = tiny_cfg(minutes=0.5, warmup_steps=0, lr=1e-2, lr_schedule=LRSchedule.LINEAR)
+    first = Trainer(MLP(), _InterruptedAt(5), _dataset("tensor"), cfg, tmp_path, progress=False).fit()
+    assert first.stopped_by == StopReason.INTERRUPTED and first.step == 5
+    part = [m["lr"] / 1e-2 for m in read_metrics(tmp_path)]
+    assert 0.5 < part[-1] < 0.9  # 2 clock ticks per step of 30: about a third of the budget spent
+    Trainer(MLP(), Regression(), _dataset("tensor"), cfg, tmp_path, resume=True, progress=False).fit()
+    rest = [m["lr"] / 1e-2 for m in read_metrics(tmp_path)][len(part):]
+    assert len(rest) >= 10 and rest[0] < part[-1] and all(b < a for a, b in zip(rest, rest[1:]))
+    assert rest[-1] < 0.07  # the rest of the decay fitted into the new call's 30 s
 
 
 class Huge(Regression):

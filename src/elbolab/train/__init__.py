@@ -22,12 +22,12 @@ from elbolab.train.objective import (
     SingleLoss,
     UpdatePhase,
 )
-from elbolab.train.trainer import NonFiniteLossError, StopReason, Trainer, TrainResult, warmup_lr
+from elbolab.train.trainer import NonFiniteLossError, StopReason, Trainer, TrainResult, lr_factor, warmup_lr
 
 __all__ = [
     "AdversarialObjective", "BatchStream", "Checkpoint", "CheckpointError", "DistContext", "EMA", "LossOutput",
     "NoCheckpointError", "NonFiniteLossError", "Objective", "ParamGroup", "SingleLoss", "StopReason",
     "TrainResult", "Trainer", "UpdatePhase", "checkpoint_step", "epoch_permutation", "has_checkpoint",
     "init_distributed", "load_checkpoint", "load_weights", "recover", "save_checkpoint", "select_device",
-    "shutdown_distributed", "warmup_lr",
+    "lr_factor", "shutdown_distributed", "warmup_lr",
 ]

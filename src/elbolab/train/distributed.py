@@ -79,11 +79,15 @@ class DistContext:
 
     def any_each(self, flags: list[bool]) -> list[bool]:
         """Element-wise :meth:`any` of several flags in one collective."""
+        return [v > 0 for v in self.max_each([1.0 if f else 0.0 for f in flags])]
+
+    def max_each(self, values: list[float]) -> list[float]:
+        """Element-wise maximum over ranks of several numbers in one collective (float64)."""
         if not self.enabled:
-            return [bool(f) for f in flags]
-        t = torch.tensor([1.0 if f else 0.0 for f in flags], device=self.comm_device)
+            return [float(v) for v in values]
+        t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=self.comm_device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return [v > 0 for v in t.tolist()]
+        return t.tolist()
 
     def mean(self, values: dict[str, float]) -> dict[str, float]:
         """Average of ``values`` over ranks (every rank must pass the same keys)."""

@@ -5,8 +5,12 @@ A family hands the Trainer a model and an objective: a single-loss :class:`~elbo
 parameter groups updated in turn (GANs: ``n_critic`` discriminator updates, then one generator update). The
 Trainer owns everything else:
 
-- AdamW per parameter group with ``TrainConfig.lr / betas / weight_decay`` (a group may override them) and a
-  linear learning-rate warm-up ``lr_n = lr * min(1, (n + 1) / warmup_steps)`` for update ``n = 0, 1, ...``;
+- AdamW per parameter group with ``TrainConfig.lr / betas / weight_decay`` (a group may override them), a
+  linear learning-rate warm-up ``lr_n = lr * min(1, (n + 1) / warmup_steps)`` for update ``n = 0, 1, ...``,
+  times a decay ``lr_schedule`` (constant, cosine, linear) over the fraction ``p`` of the budget spent: the
+  largest of ``step / steps``, ``epoch / epochs`` and the share of ``minutes`` used (a resumed run with a
+  minutes budget spreads the rest of its decay over the new call's minutes), so that a time-budgeted run ends
+  at ``lr * lr_min_ratio`` whatever speed the machine has;
 - gradient clipping to ``grad_clip`` (the pre-clipping norm is logged as ``grad_norm``);
 - an EMA of the weights with warm-up (:mod:`elbolab.train.ema`);
 - bf16 autocast when ``precision = "bf16"`` (CPU or CUDA), the loss itself taken in float32;
@@ -50,7 +54,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from elbolab.config import Precision, TrainConfig, atomic_write_text, save_toml, to_dict
+from elbolab.config import LRSchedule, Precision, TrainConfig, atomic_write_text, save_toml, to_dict
 from elbolab.train.batching import BatchStream, derive_seed
 from elbolab.train.checkpoint import (
     Checkpoint,
@@ -137,6 +141,18 @@ def warmup_lr(base_lr: float, step: int, warmup_steps: int) -> float:
     return base_lr * min(1.0, (step + 1) / warmup_steps)
 
 
+def lr_factor(schedule: LRSchedule, progress: float, min_ratio: float = 0.0) -> float:
+    """Decay factor at budget fraction ``progress`` (clamped to [0, 1]): 1 at the start, ``min_ratio`` at the end."""
+    p = min(max(progress, 0.0), 1.0)
+    if schedule == LRSchedule.CONSTANT:
+        return 1.0
+    if schedule == LRSchedule.COSINE:
+        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * p))
+    if schedule == LRSchedule.LINEAR:
+        return min_ratio + (1.0 - min_ratio) * (1.0 - p)
+    raise ValueError(f"lr_schedule = {schedule!r}; allowed: {[s.value for s in LRSchedule]}")
+
+
 @dataclass
 class _Group:
     name: str
@@ -198,6 +214,8 @@ class Trainer:
         self.loss_generator = torch.Generator(self.device).manual_seed(derive_seed(cfg.seed, self.dist.rank, 1))
         self.step = 0
         self.images_seen = 0
+        self._time_progress0 = 0.0  # share of the minutes budget spent before this fit() call (from a checkpoint)
+        self._time_progress = 0.0
         self._acc: dict[str, Any] = {"n": 0, "sums": {}}
         self._interrupted = False
         self._checkpoint_step: int | None = None
@@ -264,6 +282,7 @@ class Trainer:
         return {
             "step": self.step,
             "images_seen": self.images_seen,
+            "time_progress": self._time_progress,
             "data": {"epoch": self.stream.epoch, "position": self.stream.position},
             "world_size": self.dist.world_size,
             "train_config": to_dict(self.cfg),
@@ -299,6 +318,7 @@ class Trainer:
             g.optimizer.load_state_dict(st["optimizers"][name])
         self.step = int(st["step"])
         self.images_seen = int(st["images_seen"])
+        self._time_progress = float(st.get("time_progress", 0.0))
         self.stream.load_state_dict({**st["data"], "generator": self.stream.generator.get_state()})
         self._acc = st["log"]
         obj = self.objective
@@ -428,10 +448,21 @@ class Trainer:
         group.optimizer.step()
         return value, grad_norm, {k: float(v) for k, v in out.metrics.items()}
 
+    def _budget_progress(self) -> float:
+        """Fraction of the budget spent (the largest over the stopping rules set), for the lr decay."""
+        cfg = self.cfg
+        fractions = [self._time_progress] if cfg.minutes > 0 else []
+        if cfg.steps > 0:
+            fractions.append(self.step / cfg.steps)
+        if cfg.epochs > 0:
+            fractions.append(self.stream.progress / cfg.epochs)
+        return max(fractions, default=0.0)
+
     def _train_step(self) -> float:
         """One plan execution; returns the loss of its last phase."""
+        decay = lr_factor(self.cfg.lr_schedule, self._budget_progress(), self.cfg.lr_min_ratio)
         for g in self.groups.values():
-            lr = warmup_lr(g.base_lr, self.step, self.cfg.warmup_steps)
+            lr = warmup_lr(g.base_lr, self.step, self.cfg.warmup_steps) * decay
             for pg in g.optimizer.param_groups:
                 pg["lr"] = lr
         single = len(self.groups) == 1
@@ -509,11 +540,15 @@ class Trainer:
             return StopReason.STEPS
         if cfg.epochs > 0 and self.stream.progress >= cfg.epochs:
             return StopReason.EPOCHS
-        out_of_time = cfg.minutes > 0 and time.monotonic() - started >= cfg.minutes * 60.0
-        interrupted, out_of_time = self.dist.any_each([self._interrupted, out_of_time])
-        if interrupted:
+        # one collective: the signal flag and the elapsed time, both maxed over ranks so that every rank
+        # stops together and sets the same learning rate
+        interrupted, elapsed = self.dist.max_each([1.0 if self._interrupted else 0.0, time.monotonic() - started])
+        if cfg.minutes > 0:
+            share = min(elapsed / (cfg.minutes * 60.0), 1.0)
+            self._time_progress = self._time_progress0 + (1.0 - self._time_progress0) * share
+        if interrupted > 0:
             return StopReason.INTERRUPTED
-        if out_of_time:
+        if cfg.minutes > 0 and elapsed >= cfg.minutes * 60.0:
             return StopReason.MINUTES
         return None
 
@@ -551,6 +586,7 @@ class Trainer:
         """Train until a stopping rule fires; returns a :class:`TrainResult` (see the module docstring)."""
         self._prepare()
         self._interrupted = False
+        self._time_progress0 = self._time_progress
         start_step = self.step
         losses: list[float] = []
         self.model.train()
