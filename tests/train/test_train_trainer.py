@@ -159,7 +159,7 @@ class _FakeClock:
         return self.now
 
 
-def test_lr_decays_over_a_minutes_budget_and_a_resume_continues_it(tmp_path, monkeypatch):
+def test_lr_decays_over_a_minutes_budget_and_a_resume_continues_it(tmp_path, monkeypatch, caplog):
     import elbolab.train.trainer as trainer_module
 
     monkeypatch.setattr(trainer_module, "time", _FakeClock(1.0))
@@ -170,8 +170,10 @@ def test_lr_decays_over_a_minutes_budget_and_a_resume_continues_it(tmp_path, mon
     lrs = [m["lr"] for m in read_metrics(tmp_path)]
     assert len(lrs) >= 8 and all(b < a for a, b in zip(lrs, lrs[1:]))  # strictly decreasing with the time spent
     assert lrs[0] > 0.95 * lr and lrs[-1] < (floor + 0.05) * lr
-    # a resumed run does not restart the decay: its schedule had ended, so it trains at the floor
-    Trainer(MLP(), Regression(), _dataset("tensor"), cfg, tmp_path, resume=True, progress=False).fit()
+    # a resumed run does not restart the decay: its schedule had ended, so it trains at the floor, and says so
+    with caplog.at_level("WARNING", logger="elbolab.train.trainer"):
+        Trainer(MLP(), Regression(), _dataset("tensor"), cfg, tmp_path, resume=True, progress=False).fit()
+    assert "ended with the minutes budget" in caplog.text
     resumed = [m["lr"] for m in read_metrics(tmp_path)][len(lrs):]
     assert resumed and resumed == pytest.approx([floor * lr] * len(resumed))
 

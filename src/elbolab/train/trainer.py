@@ -587,6 +587,12 @@ class Trainer:
         self._prepare()
         self._interrupted = False
         self._time_progress0 = self._time_progress
+        if (self.cfg.lr_schedule != LRSchedule.CONSTANT and self.cfg.minutes > 0 and self._time_progress >= 1.0
+                and self.dist.is_main):
+            logger.warning("train.lr_schedule = %s ended with the minutes budget of an earlier call: this call "
+                           "trains at lr * lr_min_ratio = %g (start a new run, or resume with "
+                           "train.lr_schedule = 'constant', to train at the full lr)", self.cfg.lr_schedule.value,
+                           self.cfg.lr * self.cfg.lr_min_ratio)
         start_step = self.step
         losses: list[float] = []
         self.model.train()
