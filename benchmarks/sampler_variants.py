@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from elbolab.config import Spacing, VarianceKind, coerce
+from elbolab.config import Spacing, VarianceKind, atomic_write_text, coerce
 from elbolab.evaluate.pipeline import classifier_confidence
 from elbolab.families import SampleRequest
 from elbolab.runs import draw_samples, load_run
@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         r = results[text]
         print(f"{text:55s} confident {r['confident']:.3f}  {r['seconds']:6.1f} s  {r['class_counts']}", flush=True)
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump({"run": args.run, "n": args.n, "seed": args.seed, "results": results}, f, indent=2)
+        atomic_write_text(args.out, json.dumps({"run": args.run, "n": args.n, "seed": args.seed,
+                                                "results": results}, indent=2) + "\n")
     return 0
 
 

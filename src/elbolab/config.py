@@ -687,9 +687,8 @@ def unet_preset(name: str) -> UNetConfig:
 def _ddpm_mnist() -> RunConfig:
     """The CPU demo: 11 minutes (1700-2100 steps at batch 64 on 2 cores, with the host's speed) of v-prediction
     (Salimans & Ho 2022) with the unweighted MSE on the cosine schedule (Nichol & Dhariwal 2021), small batch, high
-    lr with a short warm-up
-    and a cosine decay to zero over the time budget, EMA; sampled by DDIM with eta = 1 (the ancestral sampler
-    of the respaced chain) in 200 steps, bf16 forwards. The A/B runs behind these choices are in
+    lr with a short warm-up and a cosine decay to zero over the time budget, EMA; sampled by DDIM with eta = 1
+    (the ancestral sampler of the respaced chain) in 200 steps, bf16 forwards. The A/B runs behind these choices are in
     benchmarks/README.md ("the demo recipe"): cosine schedule beat linear, eta = 1 in 200 steps beat
     deterministic DDIM-50 by ~10 points of classifier confidence, the lr decay beat a constant lr by 5 points,
     v beat eps by 2, Min-SNR-5 and lr 3e-3 lost."""

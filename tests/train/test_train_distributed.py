@@ -81,7 +81,7 @@ def test_ranks_share_one_clock_for_a_time_based_lr_decay(tmp_path):
     reading its own clock, the lrs (and then the weights) would differ."""
     env = {**os.environ, "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
            "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, WORKER, "ddp", str(tmp_path / "ddp"), str(tmp_path / "ddp"), "4",
+    procs = [subprocess.Popen([sys.executable, WORKER, "ddp", str(tmp_path / "ddp"), str(tmp_path / "ddp"), "0",
                                "0.3"], env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for r in range(2)]
     for p in procs:

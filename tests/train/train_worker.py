@@ -5,7 +5,8 @@
     python train_worker.py ddp RUN OUT STEPS [SKEW]
                                                   one rank of a data-parallel run (RANK, WORLD_SIZE, ... set
                                                   in the environment as torchrun does); saves parameters to OUT;
-                                                  SKEW > 0: lr decay over minutes, rank 1's clock SKEW s late
+                                                  SKEW > 0: no step limit (STEPS unused), a linear lr decay
+                                                  over 10 x SKEW s, rank 1's clock SKEW s late
 """
 
 from __future__ import annotations
