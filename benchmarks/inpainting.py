@@ -34,7 +34,7 @@ import torch
 from elbolab.apps.chain import run_diffusion
 from elbolab.apps.inpainting import harmonic_fill, make_mask, masked_mse, mean_fill, repaint
 from elbolab.apps.io import test_images
-from elbolab.config import atomic_write_text
+from elbolab.io import atomic_write_text
 from elbolab.data import load_dataset
 from elbolab.evaluate import evaluate_samples, load_feature_network, load_reference
 from elbolab.runs import load_run

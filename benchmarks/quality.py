@@ -34,7 +34,8 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
-from elbolab.config import DataConfig, RunConfig, atomic_write_text, load_toml
+from elbolab.config import DataConfig, RunConfig, load_toml
+from elbolab.io import atomic_write_text
 from elbolab.data import load_dataset
 from elbolab.evaluate import (EvalSettings, Metric, evaluate_bpd, evaluate_samples, generate_samples, load_reference,
                               load_samples_npz, save_samples_npz)
@@ -85,7 +86,7 @@ def read_run(run_dir: Path) -> RunInfo:
         rates = [r["img/s"] for r in records if "img/s" in r]
         minutes = max(times) / 60.0 if times else None
         img_s = sum(rates) / len(rates) if rates else None
-    return RunInfo(family=cfg.family.value, params=count_params(run_dir / "model.safetensors"),
+    return RunInfo(family=cfg.family, params=count_params(run_dir / "model.safetensors"),
                    train_minutes=minutes, train_img_per_s=img_s, config=cfg)
 
 
@@ -95,10 +96,10 @@ class RunSampler:
 
     def __init__(self, run: Run, sampler: str | None, steps: int | None) -> None:
         self.run, self.nfe = run, 0
-        self.request = SampleRequest(n=1, sampler=sampler, steps=steps)
+        self.request = SampleRequest(n=1, sampler=sampler, options={"steps": steps})
 
     def __call__(self, b: int, generator: torch.Generator) -> torch.Tensor:
-        batch = self.run.spec.sample(self.run.config, self.run.model, b, generator, self.request)
+        batch = self.run.family.sample(self.run.config, self.run.model, b, generator, self.request)
         self.nfe = batch.nfe
         return batch.images
 
@@ -134,9 +135,9 @@ def run_row(run_dir: Path, dataset: str, data_dir: str, n: int, settings: EvalSe
                                "seed": seed, "sample_s_per_img": s_per_img})
     result = evaluate_samples(sample_set, dataset, SAMPLE_METRICS, reference_split="train", data_dir=data_dir,
                               settings=settings)
-    bound_fn = run.spec.bound_fn(run.config, run.model, exact)
+    bound_fn = run.family.bound_fn(run.config, run.model, exact)
     if bound_fn is not None and bpd_n:
-        result.bpd = evaluate_bpd(bound_fn, dataset, run.spec.bpd_method, data_dir=data_dir, n=bpd_n, seed=seed)
+        result.bpd = evaluate_bpd(bound_fn, dataset, run.family.bpd_method, data_dir=data_dir, n=bpd_n, seed=seed)
     return QualityRow.from_eval(info.family, result, params=info.params, train_minutes=info.train_minutes,
                                 train_img_per_s=info.train_img_per_s, sample_s_per_img=s_per_img, nfe=nfe,
                                 note=run_dir.name)

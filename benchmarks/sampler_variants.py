@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import sys
 import time
 
 import torch
 
-from elbolab.config import Spacing, VarianceKind, atomic_write_text, coerce
+from elbolab.config import apply_overrides
+from elbolab.io import atomic_write_text
 from elbolab.evaluate.pipeline import classifier_confidence
 from elbolab.families import SampleRequest
 from elbolab.runs import draw_samples, load_run
@@ -67,17 +67,17 @@ def run_variant(args: argparse.Namespace, opts: dict[str, str]) -> dict:
     """Sample ``args.n`` images of ``args.run`` under one variant and score them."""
     run = load_run(args.run, use_ema=opts.get("ema", "1") == "1")
     cfg = run.config
-    sample = cfg.sample
-    if "spacing" in opts:
-        sample = dataclasses.replace(sample, spacing=coerce(opts["spacing"], Spacing, "spacing"))
-    if "snr" in opts:
-        sample = dataclasses.replace(sample, snr=float(opts["snr"]))
-    diffusion = cfg.diffusion
     if "variance" in opts:
-        diffusion = dataclasses.replace(diffusion, variance=coerce(opts["variance"], VarianceKind, "variance"))
-    run.config = dataclasses.replace(cfg, sample=sample, diffusion=diffusion)
-    request = SampleRequest(n=args.n, sampler=opts.get("sampler", "ddim"), steps=int(opts.get("steps", 50)),
-                            eta=float(opts.get("eta", 0.0)), seed=args.seed)
+        cfg = apply_overrides(cfg, [f"diffusion.variance={opts['variance']}"])
+    run.config = cfg
+    sampler = opts.get("sampler", "ddim")
+    options = {"steps": int(opts.get("steps", 50))}
+    if sampler == "ddim":
+        options["eta"] = float(opts.get("eta", 0.0))
+    for key in ("spacing", "snr"):
+        if key in opts:
+            options[key] = opts[key]
+    request = SampleRequest(n=args.n, sampler=sampler, options=options, seed=args.seed)
     bf16 = torch.autocast("cpu", dtype=torch.bfloat16) if opts.get("bf16") == "1" else contextlib.nullcontext()
     t0 = time.perf_counter()
     with bf16:

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from elbolab.config import unet_preset
+from elbolab.nn.config import unet_preset
 from elbolab.data import load_embedded
 from elbolab.diffusion import GaussianDiffusion, NoiseSchedule
 from elbolab.nn import build_unet

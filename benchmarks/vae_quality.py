@@ -30,7 +30,9 @@ from typing import Any
 
 import torch
 
-from elbolab.config import Family, apply_overrides, atomic_write_text, preset
+from elbolab.config import apply_overrides, preset
+from elbolab.vae.config import VAEKind
+from elbolab.io import atomic_write_text
 from elbolab.data import load_dataset
 from elbolab.runs import image_batches
 from elbolab.train import Trainer
@@ -96,9 +98,9 @@ def run_preset(name: str, minutes: float, steps: int, args: argparse.Namespace) 
     cfg = apply_overrides(preset(name), [*budget, f'data.data_dir="{args.data_dir}"'])
     train = load_dataset(cfg.data)
     test = load_dataset(apply_overrides(cfg, ['data.split="test"']).data)
-    model = build_vae(cfg.vae, train.shape, cfg.family)
-    objective = build_objective(cfg.vae, cfg.family)
-    generative = cfg.family is not Family.AE
+    model = build_vae(cfg.model.vae, train.shape, cfg.family)
+    objective = build_objective(cfg.model.vae, cfg.family)
+    generative = cfg.family is not VAEKind.AE
     run_dir = Path(args.runs_dir) / name
     trainer = Trainer(model, objective, train, cfg.train, run_dir, cfg, sample_fn if generative else None,
                       resume=True, progress=False)
@@ -106,9 +108,9 @@ def run_preset(name: str, minutes: float, steps: int, args: argparse.Namespace) 
     trainer.ema.copy_to(model)  # evaluate the EMA weights (what `elbolab eval` uses by default)
     model.eval()
     out: dict[str, Any] = {
-        "preset": name, "family": cfg.family.value, "architecture": cfg.vae.architecture.value,
-        "likelihood": cfg.vae.likelihood.value if generative else "l2",
-        "latent_dims": list(cfg.vae.latent_dims), "params": sum(p.numel() for p in model.parameters()),
+        "preset": name, "family": cfg.family, "architecture": cfg.model.vae.architecture.value,
+        "likelihood": cfg.model.vae.likelihood.value if generative else "l2",
+        "latent_dims": list(cfg.model.vae.latent_dims), "params": sum(p.numel() for p in model.parameters()),
         "train_minutes_budget": minutes, "train_steps_budget": steps, "train_steps": result.step,
         "train_epochs": result.epoch, "train_wall_seconds": result.wall_seconds, "run_dir": str(run_dir),
         "load_average_after_training": os.getloadavg()[0],

@@ -80,3 +80,21 @@ def test_tiny_run_trains_samples_and_evaluates(tmp_path, capsys):
     assert "reconstruction" in text and "denoising" in text
     out = capsys.readouterr().out
     assert "bits/dim" in out
+
+    # the family's samplers and their options, on the CLI
+    for sampler in ("dpmpp-2m", "heun", "euler", "ancestral"):
+        assert main(["sample", str(run), "--n", "2", "--sampler", sampler, "--steps", "3", "--device", "cpu",
+                     "--out", str(tmp_path / f"{sampler}.png")]) == 0, sampler
+        with np.load(tmp_path / f"{sampler}.npz") as z:
+            assert json.loads(str(z["meta"]))["method"].startswith(sampler)
+    assert main(["sample", str(run), "--n", "2", "--sampler", "ddim", "--option", "eta=1", "--option", "spacing=trailing",
+                 "--out", str(tmp_path / "e.png")]) == 0
+    capsys.readouterr()
+    assert main(["sample", str(run), "--n", "2", "--sampler", "ancestral", "--eta", "0.5",
+                 "--out", str(tmp_path / "x.png")]) != 0
+    err = capsys.readouterr().err
+    assert "no option 'eta'" in err and "its options: steps, spacing, clip_x0" in err and "dpmpp-2m" in err
+    assert main(["sample", str(run), "--n", "2", "--sampler", "annealed_langevin", "--out", str(tmp_path / "x.png")]) != 0
+    assert "not a sampler of family 'ddpm'; choices: ancestral, ddim, euler" in capsys.readouterr().err
+    assert main(["sample", str(run), "--n", "2", "--device", "tpu", "--out", str(tmp_path / "x.png")]) != 0
+    assert "--device 'tpu'" in capsys.readouterr().err

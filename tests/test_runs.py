@@ -6,7 +6,7 @@ import math
 import pytest
 from PIL import Image
 
-from elbolab.runs import run_demo
+from elbolab.demo import run_demo
 
 
 @pytest.mark.slow

@@ -35,6 +35,20 @@ def _seed_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the torch.Generator that draws all randomness")
 
 
+def _device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="where the network runs: auto (CUDA when available), cpu, "
+                                                    "cuda, cuda:N")
+
+
+def _sampler_args(p: argparse.ArgumentParser, sampler_help: str) -> None:
+    p.add_argument("--sampler", default=None, help=f"sampler of the run's family (default: the run's config): "
+                                                   f"{sampler_help}")
+    p.add_argument("--steps", type=int, default=None,
+                   help="sampling steps (= --option steps=N; default: the run's [sample.<sampler>])")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="a sampler option, e.g. --option eta=0.5 (the run's family lists its samplers' options)")
+
+
 # --------------------------------------------------------------------------------------------------
 # verbs
 # --------------------------------------------------------------------------------------------------
@@ -86,24 +100,41 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train_run(cfg, out, resume=args.resume)
     if result.is_main_process:
         print(f"run written to {out}/ ({result.summary()})")
-    return 130 if result.stopped_by == "interrupted" else 0
+    return 130 if result.interrupted else 0
+
+
+def _sampler_options(args: argparse.Namespace) -> dict:
+    """``--steps``, ``--eta`` and every ``--option key=value`` as sampler options (checked by the run's family)."""
+    from elbolab.config import ConfigError, _parse_scalar
+
+    options = {"steps": getattr(args, "steps", None), "eta": getattr(args, "eta", None)}
+    for item in getattr(args, "option", None) or []:
+        if "=" not in item:
+            raise ConfigError(f"--option {item!r}: expected key=value, e.g. --option eta=0.5")
+        key, value = item.split("=", 1)
+        options[key.strip()] = _parse_scalar(value.strip())
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def _load(args: argparse.Namespace):
+    from elbolab.runs import load_run
+
+    return load_run(args.run, use_ema=not getattr(args, "no_ema", False), device=args.device)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from elbolab.runs import SampleRequest, load_run, sample_run
+    from elbolab.runs import SampleRequest, sample_run
 
-    run = load_run(args.run, use_ema=not args.no_ema)
+    run = _load(args)
     if args.guidance_sweep is not None:
         from elbolab.apps.guidance_sweep import guidance_sweep
 
         sweep = guidance_sweep(run, args.guidance_sweep, Path(args.out), n=args.n, seed=args.seed,
-                               sampler=args.sampler, steps=args.steps)
+                               sampler=args.sampler, options=_sampler_options(args))
         print(sweep.to_text())
         return 0
-    request = SampleRequest(
-        n=args.n, sampler=args.sampler, steps=args.steps, eta=args.eta, seed=args.seed, label=args.label,
-        guidance=args.guidance,
-    )
+    request = SampleRequest(n=args.n, sampler=args.sampler, options=_sampler_options(args), seed=args.seed,
+                            label=args.label, guidance=args.guidance)
     written = sample_run(run, request, Path(args.out))
     for path in written:
         print(f"wrote {path}")
@@ -111,76 +142,119 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from elbolab.runs import EvalRequest, evaluate_run, load_run
+    from elbolab.families import DiagnosticsRequest
+    from elbolab.runs import DIAGNOSTICS_FILE, EvalRequest, diagnose_run, evaluate_run
 
-    run = load_run(args.run, use_ema=not args.no_ema)
+    run = _load(args)
     if args.iwae or args.active_units or args.probe:
-        from elbolab.runs import vae_diagnostics
-
-        diag = vae_diagnostics(run, iwae=args.iwae, n=args.iwae_n, active=args.active_units, probe=args.probe,
-                               seed=args.seed)
+        diag = diagnose_run(run, DiagnosticsRequest(iwae=args.iwae, n=args.iwae_n, active_units=args.active_units,
+                                                    probe=args.probe, seed=args.seed))
         print(diag.to_text())
-        print(f"wrote {run.folder / 'vae_metrics.json'}")
+        print(f"wrote {run.folder / DIAGNOSTICS_FILE}")
         if not (args.metrics or args.bpd):
             return 0
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else []
     if args.bpd and "bpd" not in metrics:
         metrics.append("bpd")
+    nll = _eval_nll(args, run)
+    if nll is not None and not metrics:
+        return 0
     request = EvalRequest(metrics=metrics or ["bpd"], n=args.n, bpd_n=args.bpd_n, sampler=args.sampler,
-                          steps=args.steps, seed=args.seed, samples=args.samples, exact=args.exact)
+                          options=_sampler_options(args), seed=args.seed, samples=args.samples, exact=args.exact)
+    from elbolab.report.ode_nll import NLL_KEY, read_metrics, write_nll_metrics
+
+    kept = nll or read_metrics(run.folder).get(NLL_KEY)  # metrics.json is rewritten: keep the ODE NLL in it
     report = evaluate_run(run, request)
+    write_nll_metrics(run.folder, kept)
     print(report.to_text())
     print(f"wrote {report.path}")
     return 0
 
 
+def _eval_nll(args: argparse.Namespace, run) -> dict | None:
+    """``eval --nll ode``: the probability-flow ODE NLL in bits/dim, printed and written into metrics.json as
+    ``nll_ode``; returns that entry (None without --nll)."""
+    if not getattr(args, "nll", None):
+        return None
+    from elbolab.report.ode_nll import ode_nll_run, write_nll_metrics
+
+    res = ode_nll_run(run, n=args.nll_n, n_dequant=args.n_dequant, seed=args.seed, rtol=args.nll_rtol)
+    print(res.to_text())
+    path = write_nll_metrics(run.folder, res.to_dict())
+    print(f"wrote {path} (nll_ode)")
+    return res.to_dict()
+
+
+def cmd_import_diffusers(args: argparse.Namespace) -> int:
+    from elbolab.bridges.diffusers import import_diffusers_run
+
+    result = import_diffusers_run(args.folder, args.out, data=args.data, data_dir=args.data_dir)
+    print(result.to_text())
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from elbolab.bridges.diffusers import export_run
+
+    if args.format != "diffusers":
+        raise ValueError(f"--format {args.format!r} is not supported; choices: diffusers")
+    folder = export_run(_load(args), args.out)
+    print(f"wrote {folder}/ (load it with diffusers.DDPMPipeline.from_pretrained({str(folder)!r}))")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    from elbolab.runs import run_demo
+    from elbolab.demo import run_demo
 
     report = run_demo(Path(args.out), minutes=args.minutes, seed=args.seed)
     print(report.to_text())
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from elbolab.report import build_report
+
+    result = build_report([Path(r) for r in args.runs], Path(args.out), per_timestep_images=args.per_t,
+                          max_grids=args.max_grids)
+    print(result.to_text())
+    return 0
+
+
 def cmd_inpaint(args: argparse.Namespace) -> int:
     from elbolab.apps.inpainting import InpaintRequest, inpaint_run
-    from elbolab.runs import load_run
 
     request = InpaintRequest(out_dir=args.out, image=args.image, indices=args.index, mask=args.mask,
                              mask_kind=args.mask_kind, samples=args.samples, steps=args.steps,
                              jump_length=args.jump_length, resample=args.resample, seed=args.seed)
-    print(inpaint_run(load_run(args.run), request).to_text())
+    print(inpaint_run(_load(args), request).to_text())
     return 0
 
 
 def cmd_progressive(args: argparse.Namespace) -> int:
     from elbolab.apps.progressive import ProgressiveRequest, progressive_run
-    from elbolab.runs import load_run
 
     request = ProgressiveRequest(out_dir=args.out, n=args.n, frames=args.frames, steps=args.steps,
                                  sampler=args.sampler, seed=args.seed)
-    print(progressive_run(load_run(args.run), request).to_text())
+    print(progressive_run(_load(args), request).to_text())
     return 0
 
 
 def cmd_shared_latent(args: argparse.Namespace) -> int:
     from elbolab.apps.shared_latent import SharedLatentRequest, shared_latent_run
-    from elbolab.runs import load_run
 
     request = SharedLatentRequest(out_dir=args.out, image=args.image, index=args.index, times=args.times, n=args.n,
                                   steps=args.steps, seed=args.seed)
-    print(shared_latent_run(load_run(args.run), request).to_text())
+    print(shared_latent_run(_load(args), request).to_text())
     return 0
 
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
     from elbolab.apps.interpolation import InterpolateRequest, interpolate_run
-    from elbolab.runs import load_run
 
     request = InterpolateRequest(out_dir=args.out, a=args.a, b=args.b, index_a=args.index_a, index_b=args.index_b,
                                  num=args.num, kind=args.kind, times=args.times, steps=args.steps,
                                  ddim_steps=args.ddim_steps, seed=args.seed)
-    print(interpolate_run(load_run(args.run), request).to_text())
+    print(interpolate_run(_load(args), request).to_text())
     return 0
 
 
@@ -197,7 +271,10 @@ def cmd_toy(args: argparse.Namespace) -> int:
 # parser
 # --------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    from elbolab.config import PRESETS, SamplerKind
+    from elbolab.config import preset_names
+    from elbolab.families import all_families
+
+    sampler_help = "; ".join(f"{f.name}: {', '.join(f.samplers)}" for f in all_families() if f.samplers)
 
     parser = argparse.ArgumentParser(
         prog="elbolab",
@@ -232,9 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     # train
     p = _sub(sub, "train", "train a model from a preset or a TOML config",
              "elbolab train ddpm-mnist --minutes 10 --out runs/mnist\n"
-             "elbolab train configs/ddpm-mnist.toml --set train.lr=1e-3 --set unet.base_channels=64\n"
+             "elbolab train configs/ddpm-mnist.toml --set train.lr=1e-3 --set model.unet.base_channels=64\n"
              "torchrun --nproc_per_node=2 -m elbolab train ddpm-mnist --steps 2000")
-    p.add_argument("config", help=f"preset ({', '.join(sorted(PRESETS))}) or path to a .toml config")
+    p.add_argument("config", help=f"preset ({', '.join(preset_names())}) or path to a .toml config")
     p.add_argument("--data", default=None, help="dataset name (overrides data.name)")
     p.add_argument("--data-dir", default=None, help="folder with the dataset files")
     p.add_argument("--out", default=None, help="run folder (default runs/<config name>)")
@@ -253,10 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
              "elbolab sample runs/ddpm-cfg-mnist --guidance-sweep -1,-0.2,0,1,2 --n 500 --out sweep.png")
     p.add_argument("run", help="run folder")
     p.add_argument("--n", type=int, default=64, help="number of samples")
-    p.add_argument("--sampler", default=None, choices=[s.value for s in SamplerKind],
-                   help="sampler (default: the run's config)")
-    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the run's config)")
-    p.add_argument("--eta", type=float, default=None, help="DDIM eta in [0, 1]")
+    _sampler_args(p, sampler_help)
+    p.add_argument("--eta", type=float, default=None, help="DDIM eta in [0, 1] (= --option eta=...)")
     p.add_argument("--label", type=int, default=None, help="class label for conditional models")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance weight w")
     p.add_argument("--guidance-sweep", default=None, metavar="W,W,...",
@@ -265,20 +340,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     p.add_argument("--out", default="samples.png", help="output PNG grid (an .npz of raw samples is written beside)")
     _seed_arg(p)
+    _device_arg(p)
     p.set_defaults(func=cmd_sample)
 
     # eval
     p = _sub(sub, "eval", "evaluate a trained run (ELBO terms in bits/dim, FID, KID, IS, precision/recall)",
              "elbolab eval runs/demo --bpd\nelbolab eval runs/demo --metrics fid,kid,is,pr,bpd --n 10000\n"
-             "elbolab eval runs/vae-mnist-fc --iwae 5000 --iwae-n 500 --active-units --probe")
+             "elbolab eval runs/vae-mnist-fc --iwae 5000 --iwae-n 500 --active-units --probe\n"
+             "elbolab eval runs/demo --nll ode --nll-n 256 --n-dequant 1")
     p.add_argument("run", help="run folder")
     p.add_argument("--bpd", action="store_true", help="ELBO terms in bits/dim on the test split")
     p.add_argument("--metrics", default=None, help="comma-separated subset of fid,kid,is,pr,bpd")
     p.add_argument("--n", type=int, default=10000, help="number of generated samples for sample metrics")
     p.add_argument("--bpd-n", type=int, default=256, help="number of test images for bits/dim")
     p.add_argument("--exact", action="store_true", help="bits/dim with all T denoising terms (default: Monte Carlo)")
-    p.add_argument("--sampler", default=None, choices=[s.value for s in SamplerKind])
-    p.add_argument("--steps", type=int, default=None)
+    _sampler_args(p, sampler_help)
     p.add_argument("--samples", default=None, help="reuse samples from this .npz instead of generating")
     p.add_argument("--no-ema", action="store_true")
     p.add_argument("--iwae", type=int, default=0, metavar="K",
@@ -286,8 +362,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iwae-n", type=int, default=1000, help="test images for --iwae (0 = all)")
     p.add_argument("--active-units", action="store_true", help="VAE/HVAE runs: active latent units per layer")
     p.add_argument("--probe", action="store_true", help="VAE/HVAE/AE runs: linear probe of the encoder's code")
+    p.add_argument("--nll", default=None, choices=["ode"],
+                   help="diffusion runs: the probability-flow ODE negative log-likelihood in bits/dim (uniform "
+                        "dequantisation), written into RUN/metrics.json as nll_ode")
+    p.add_argument("--nll-n", type=int, default=256, help="test images for --nll (one ODE solve each)")
+    p.add_argument("--n-dequant", type=int, default=1, help="dequantisation draws per image for --nll")
+    p.add_argument("--nll-rtol", type=float, default=1e-5, help="dopri5 tolerance (rtol = atol) for --nll")
     _seed_arg(p)
+    _device_arg(p)
     p.set_defaults(func=cmd_eval)
+
+    # bridges (elbolab.bridges, optional extra diffusers)
+    p = _sub(sub, "import-diffusers", "make an elbolab run from a diffusers save_pretrained folder (UNet2DModel + "
+             "DDPMScheduler/DDIMScheduler, safetensors weights); then sample, eval, inpaint it like any run",
+             "elbolab import-diffusers ddpm-cifar10-32/ --out runs/ddpm-cifar10-32\n"
+             "elbolab import-diffusers my_pipeline/ --out runs/mine --data imagefolder:faces/")
+    p.add_argument("folder", help="folder with unet/ and scheduler/ (e.g. a download of google/ddpm-cifar10-32)")
+    p.add_argument("--out", required=True, help="the run folder to create")
+    p.add_argument("--data", default=None, help="dataset of the run's eval/FID/inpaint (default: mnist-embedded "
+                                                "for 1 channel, cifar10 for 3)")
+    p.add_argument("--data-dir", default="", help="folder with the dataset files")
+    p.set_defaults(func=cmd_import_diffusers)
+
+    p = _sub(sub, "export", "export a DDPM run whose network is diffusers' UNet2DModel (model.network = "
+             "\"diffusers\") as a folder DDPMPipeline.from_pretrained loads",
+             "elbolab export runs/ddpm-diffusers --format diffusers --out exported/")
+    p.add_argument("run", help="run folder (family ddpm, model.network = \"diffusers\")")
+    p.add_argument("--format", default="diffusers", help="diffusers (the only format)")
+    p.add_argument("--out", required=True, help="the folder to write")
+    p.add_argument("--no-ema", action="store_true", help="export the raw weights instead of the EMA")
+    _device_arg(p)
+    p.set_defaults(func=cmd_export)
 
     # demo
     p = _sub(sub, "demo", "train ddpm-mnist on the embedded MNIST, sample an 8x8 DDIM grid, report the ELBO terms",
@@ -296,6 +401,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=float, default=None, help="training budget (default: the preset's)")
     _seed_arg(p)
     p.set_defaults(func=cmd_demo)
+
+    # report
+    p = _sub(sub, "report", "one self-contained HTML report of runs (config, curves, grids, ELBO terms, metrics)",
+             "elbolab report runs/demo --out report.html\nelbolab report runs/a runs/b --out compare.html --per-t 4")
+    p.add_argument("runs", nargs="+", help="run folders")
+    p.add_argument("--out", default="report.html", help="the HTML file to write")
+    p.add_argument("--per-t", type=int, default=0,
+                   help="compute L_t at every t on this many test images (diffusion runs; T evaluations each)")
+    p.add_argument("--max-grids", type=int, default=12, help="sample grids shown per run, evenly spaced")
+    p.set_defaults(func=cmd_report)
 
     # applications (elbolab.apps)
     p = _sub(sub, "inpaint", "fill in masked pixels with RePaint (diffusion runs); mask: 1/white = keep",
@@ -314,6 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resample", type=int, default=5, help="RePaint resamplings r (1 = plain replacement)")
     p.add_argument("--out", default="inpaint", help="output folder")
     _seed_arg(p)
+    _device_arg(p)
     p.set_defaults(func=cmd_inpaint)
 
     p = _sub(sub, "progressive", "progressive generation: x0_hat along the reverse chain (DDPM Fig. 6)",
@@ -325,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", default="ancestral", choices=["ancestral", "ddim"])
     p.add_argument("--out", default="progressive", help="output folder")
     _seed_arg(p)
+    _device_arg(p)
     p.set_defaults(func=cmd_progressive)
 
     p = _sub(sub, "shared-latent", "several samples of p(x0 | x_t) from one x_t, for several t (DDPM Fig. 7)",
@@ -337,6 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="reverse-chain steps from t (default: all)")
     p.add_argument("--out", default="shared_latent", help="output folder")
     _seed_arg(p)
+    _device_arg(p)
     p.set_defaults(func=cmd_shared_latent)
 
     p = _sub(sub, "interpolate", "interpolate two images: diffusion runs through q(x_t|x0) codes (coarse-to-fine "
@@ -357,6 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ddim-steps", type=int, default=50, help="steps of the DDIM inversion and decoding")
     p.add_argument("--out", default="interpolate", help="output folder")
     _seed_arg(p)
+    _device_arg(p)
     p.set_defaults(func=cmd_interpolate)
 
     p = _sub(sub, "toy", "the lecture's toy pictures: inverse-CDF sampling in 1-D; a 2-D density diffused and "

@@ -64,10 +64,11 @@ def test_run_diffusion_needs_a_diffusion_run(tmp_path):
     import types
 
     from elbolab.apps.chain import run_diffusion
-    from elbolab.config import Family, RunConfig
+    from elbolab.config import RunConfig
+    from elbolab.families import get_family
 
-    vae = types.SimpleNamespace(config=RunConfig(family=Family.VAE), folder=tmp_path)
+    vae = types.SimpleNamespace(config=RunConfig(family="vae"), folder=tmp_path, family=get_family("vae"))
     with pytest.raises(ValueError, match="'vae' run: this application needs a diffusion run"):
         run_diffusion(vae)
-    ddpm = types.SimpleNamespace(config=RunConfig(family=Family.DDPM), folder=tmp_path)
-    assert run_diffusion(ddpm).T == RunConfig().diffusion.T
+    ddpm = types.SimpleNamespace(config=RunConfig(family="ddpm"), folder=tmp_path, family=get_family("ddpm"))
+    assert run_diffusion(ddpm).T == RunConfig().model.diffusion.T

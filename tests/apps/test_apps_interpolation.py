@@ -16,7 +16,10 @@ from elbolab.apps.interpolation import (
     interpolation_weights,
     mix,
 )
-from elbolab.config import Family, RunConfig, VAEConfig
+from elbolab.config import RunConfig
+from elbolab.families import get_family
+from elbolab.families.vae import VAEModelConfig
+from elbolab.vae.config import VAEConfig
 from elbolab.data.toy import GaussianMixture
 from elbolab.diffusion import GaussianMixtureOracle
 
@@ -120,10 +123,11 @@ def test_vae_runs_use_latent_interpolation_and_editing(tmp_path):
     """A VAE run (untrained network, embedded MNIST test images) goes through elbolab.vae.editing."""
     from elbolab.vae import build_vae
 
-    cfg = RunConfig(family=Family.VAE, vae=VAEConfig(latent_dims=(4,), hidden_sizes=(32,)))
+    cfg = RunConfig(family="vae", model=VAEModelConfig(vae=VAEConfig(latent_dims=(4,), hidden_sizes=(32,))))
     torch.manual_seed(0)
-    model = build_vae(cfg.vae, (1, 28, 28), cfg.family).eval()
-    run = types.SimpleNamespace(config=cfg, model=model, device=torch.device("cpu"), folder=tmp_path)
+    model = build_vae(cfg.model.vae, (1, 28, 28), cfg.family).eval()
+    run = types.SimpleNamespace(config=cfg, model=model, device=torch.device("cpu"), folder=tmp_path,
+                                family=get_family("vae"))
     out = interpolate_run(run, InterpolateRequest(out_dir=tmp_path / "out", index_a=0, index_b=1, num=5))
     names = sorted(p.name for p in out.paths)
     assert names == ["vae_edit.png", "vae_interpolate.npz", "vae_interpolate.png"]

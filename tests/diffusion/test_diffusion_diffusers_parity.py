@@ -16,7 +16,7 @@ import torch
 diffusers = pytest.importorskip("diffusers")
 from diffusers import DDIMScheduler, DDPMScheduler  # noqa: E402
 
-from elbolab.config import VarianceKind  # noqa: E402
+from elbolab.diffusion.config import VarianceKind
 from elbolab.diffusion import GaussianDiffusion, NoiseSchedule, Prediction, samplers  # noqa: E402
 
 PRED = {Prediction.EPS: "epsilon", Prediction.X0: "sample", Prediction.V: "v_prediction"}
@@ -126,4 +126,54 @@ def test_stochastic_ddim_matches_ddim_scheduler_with_the_same_generator():
         out = model(x, torch.full((5,), int(i) + 1))
         x = sched.step(out, int(i), x, eta=0.5, generator=g).prev_sample
     ours = samplers.ddim(model, (5, 3), d, steps=10, eta=0.5, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(ours.sample, x, rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# DPM-Solver++(2M): DPMSolverMultistepScheduler in its defaults
+# ------------------------------------------------------------------------------------------------
+def _dpm_scheduler(schedule, kind, **kw):
+    """diffusers' defaults (solver_order 2, midpoint, lower_order_final, final_sigmas_type "zero", linspace
+    timesteps) on our float64 schedule, set before set_timesteps computes its sigmas."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    sched = DPMSolverMultistepScheduler(num_train_timesteps=schedule.T, prediction_type=PRED[kind], **kw)
+    assert sched.config.solver_order == 2 and sched.config.solver_type == "midpoint"
+    assert sched.config.lower_order_final and sched.config.final_sigmas_type == "zero"
+    return _float64(sched, schedule)
+
+
+@pytest.mark.parametrize("steps", [10, 25])
+@pytest.mark.parametrize("kind", [Prediction.EPS, Prediction.V])
+def test_dpmpp_2m_matches_dpm_solver_multistep_scheduler(steps, kind):
+    d = GaussianDiffusion(NoiseSchedule.linear(1000), prediction=kind)
+    sched = _dpm_scheduler(d.schedule, kind, algorithm_type="dpmsolver++")
+    sched.set_timesteps(steps)
+    model = WigglyModel(1000)
+    x = torch.randn(5, 1, 2, 2, generator=torch.Generator().manual_seed(0))
+    x_T = x.clone()
+    for i in sched.timesteps:
+        out = model(x, torch.full((5,), int(i) + 1))
+        x = sched.step(out, int(i), x).prev_sample
+    visited = [int(i) + 1 for i in sched.timesteps]  # their linspace grid is none of ours: pass it
+    ours = samplers.dpmpp_2m(model, (5, 1, 2, 2), d, timesteps=visited, x_T=x_T, generator=torch.Generator())
+    assert ours.timesteps.tolist() == visited and ours.nfe == steps
+    torch.testing.assert_close(ours.sample, x, rtol=1e-5, atol=1e-5)
+    # not a tautology: first-order (DDIM) steps on the same grid differ
+    ddim = samplers.ddim(model, (5, 1, 2, 2), d, timesteps=visited, x_T=x_T, generator=torch.Generator())
+    assert (ddim.sample - x).abs().max() > 1e-3
+
+
+def test_dpmpp_2m_sde_matches_sde_dpm_solver_with_the_same_generator():
+    d = GaussianDiffusion(NoiseSchedule.linear(1000))
+    sched = _dpm_scheduler(d.schedule, Prediction.EPS, algorithm_type="sde-dpmsolver++")
+    sched.set_timesteps(15)
+    model = WigglyModel(1000)
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(1))
+    x_T, g = x.clone(), torch.Generator().manual_seed(7)
+    for i in sched.timesteps:
+        out = model(x, torch.full((4,), int(i) + 1))
+        x = sched.step(out, int(i), x, generator=g).prev_sample
+    ours = samplers.dpmpp_2m_sde(model, (4, 3), d, timesteps=[int(i) + 1 for i in sched.timesteps], x_T=x_T,
+                                 generator=torch.Generator().manual_seed(7))
     torch.testing.assert_close(ours.sample, x, rtol=1e-5, atol=1e-5)

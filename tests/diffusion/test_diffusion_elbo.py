@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 
-from elbolab.config import VarianceKind
+from elbolab.diffusion.config import VarianceKind
 from elbolab.diffusion import (
     DecoderKind,
     ELBOTerms,

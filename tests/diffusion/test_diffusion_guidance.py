@@ -5,14 +5,14 @@ import pytest
 import torch
 from torch import nn
 
-from elbolab.config import unet_preset
+from elbolab.nn.config import unet_preset
 from elbolab.data.toy import GaussianMixture
 from elbolab.diffusion import GaussianDiffusion, NoiseSchedule, samplers
 from elbolab.diffusion.guidance import ClassifierFreeGuidance, LabelDropout, drop_labels, guided_sampling
 from elbolab.math import energy_distance
 from elbolab.nn.unet import build_unet
 from elbolab.score import ClassConditionalMixtureOracle, predictor_corrector
-from elbolab.train.objective import LossOutput, Objective
+from elbolab.objectives import LossOutput, Objective
 
 
 class Counting(nn.Module):
@@ -82,7 +82,7 @@ def test_guidance_input_validation(unet):
 # ------------------------------------------------------------------------------------------------
 # label dropout
 # ------------------------------------------------------------------------------------------------
-class Recording:
+class Recording(Objective):
     def __init__(self):
         self.y = None
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from elbolab.config import DiffusionConfig, LossKind, PredictionKind
+from elbolab.diffusion.config import DiffusionConfig, LossKind, PredictionKind
 from elbolab.data.toy import make_toy
 from elbolab.diffusion import (
     DiffusionObjective,
@@ -16,7 +16,7 @@ from elbolab.diffusion import (
     UniformTimestepSampler,
 )
 from elbolab.nn.mlp import MLPDenoiser
-from elbolab.train.objective import LossOutput, Objective
+from elbolab.objectives import LossOutput, Objective
 
 
 @pytest.mark.parametrize("kind", list(Prediction))

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from elbolab.config import DiffusionConfig, LossKind
+from elbolab.diffusion.config import DiffusionConfig, LossKind
 from elbolab.data.toy import make_toy
 from elbolab.diffusion import DiffusionObjective, GaussianMixtureOracle, Prediction, min_snr_weight
 

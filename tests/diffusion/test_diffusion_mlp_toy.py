@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from elbolab.config import VarianceKind
+from elbolab.diffusion.config import VarianceKind
 from elbolab.data.toy import make_toy
 from elbolab.diffusion import DiffusionObjective, Prediction, elbo_terms, samplers
 from elbolab.math import energy_distance, mean_and_stderr

@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from elbolab.config import PredictionKind
+from elbolab.diffusion.config import PredictionKind
 from elbolab.diffusion import Prediction
 from elbolab.diffusion import parameterization as param
 

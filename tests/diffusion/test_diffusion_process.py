@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from elbolab.config import VarianceKind
+from elbolab.diffusion.config import VarianceKind
 from elbolab.diffusion import GaussianDiffusion, NoiseSchedule, Prediction
 from elbolab.math import gaussian_log_likelihood, normal_kl
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from elbolab.config import Spacing, VarianceKind
+from elbolab.diffusion.config import Spacing, VarianceKind
 from elbolab.data.toy import make_toy
 from elbolab.diffusion import GaussianMixtureOracle, GaussianOracle, SampleResult, samplers
 from elbolab.math import energy_distance
@@ -105,11 +105,13 @@ def test_sampling_timesteps_spacings():
     assert st(1000, 10, Spacing.TRAILING).tolist() == [100 * i for i in range(1, 11)]
     lin = st(1000, 10, Spacing.LINSPACE).tolist()
     assert lin[0] == 1 and lin[-1] == 1000 and len(set(lin)) == 10
-    for spacing in Spacing:
+    for spacing in (Spacing.LEADING, Spacing.LINSPACE, Spacing.TRAILING):  # the integer spacings
         assert st(7, 7, spacing).tolist() == list(range(1, 8))
         ts = st(50, 13, spacing)
         assert ts.dtype == torch.long and len(set(ts.tolist())) == 13 and (ts.diff() > 0).all()
         assert 1 <= ts.min() and ts.max() <= 50
+    with pytest.raises(ValueError, match="fractional; use time_grid"):
+        st(50, 13, Spacing.KARRAS)
 
 
 # ------------------------------------------------------------------------------------------------

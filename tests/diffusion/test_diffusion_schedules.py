@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from elbolab.config import DiffusionConfig, ScheduleKind, VarianceKind
+from elbolab.diffusion.config import DiffusionConfig, ScheduleKind, VarianceKind
 from elbolab.diffusion import NoiseSchedule, ScheduleError, build_diffusion
 
 

@@ -179,7 +179,7 @@ def test_evaluate_samples_end_to_end_with_cached_reference(tmp_path, monkeypatch
 
 def test_evaluate_run_writes_metrics_json_and_reuses_samples(tmp_path, monkeypatch, mnist_test, shared_data):
     from elbolab.config import DataConfig, RunConfig, save_toml
-    from elbolab.evaluate import evaluate_run
+    from elbolab.evaluate import evaluate_folder as evaluate_run
 
     monkeypatch.setenv("ELBOLAB_CACHE", str(tmp_path / "cache"))
     run = tmp_path / "run"

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from elbolab.config import GANLoss
+from elbolab.gan.config import GANLoss
 from elbolab.gan import losses as L
 
 REAL = torch.tensor([1.3, 2.9, 8.4, 6.3])
@@ -55,15 +55,16 @@ def test_bf16_logits_give_float32_losses():
 def test_dispatch_by_enum(kind):
     d = L.discriminator_loss(kind.value, REAL, FAKE)
     g = L.generator_loss(kind, FAKE)
-    expect_d = {GANLoss.WASSERSTEIN_GP: -2.625}.get(kind, 3.1251488)
+    hinge_d = (torch.relu(1 - REAL).mean() + torch.relu(1 + FAKE).mean()).item()  # Miyato et al. 2018, eq. 17
+    expect_d = {GANLoss.WASSERSTEIN_GP: -2.625, GANLoss.HINGE: hinge_d}.get(kind, 3.1251488)
     expect_g = {GANLoss.MINIMAX: L.minimax_generator_loss(FAKE).item(), GANLoss.NON_SATURATING: 0.9509912,
-                GANLoss.WASSERSTEIN_GP: -2.1}[kind]
+                GANLoss.WASSERSTEIN_GP: -2.1, GANLoss.HINGE: -FAKE.mean().item()}[kind]
     assert d.item() == pytest.approx(expect_d, abs=1e-6) and g.item() == pytest.approx(expect_g, abs=1e-6)
 
 
 def test_unknown_loss_lists_choices():
-    with pytest.raises(ValueError, match="hinge.*minimax.*non_saturating.*wasserstein_gp"):
-        L.generator_loss("hinge", FAKE)
+    with pytest.raises(ValueError, match="'squared'.*minimax.*non_saturating.*wasserstein_gp.*hinge"):
+        L.generator_loss("squared", FAKE)
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ independence of the discriminator, label conditioning that matters, and clear er
 import pytest
 import torch
 
-from elbolab.config import GANArchitecture, GANConfig, GANNorm
+from elbolab.gan.config import GANArchitecture, GANConfig, GANNorm
 from elbolab.gan import GAN, build_gan, sample_gan
 from elbolab.nn.gan_nets import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator, dcgan_stages
 

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from elbolab.config import ConfigError, Precision, unet_preset
+from elbolab.config import ConfigError, Precision
+from elbolab.nn.config import unet_preset
 from elbolab.diffusion import GaussianDiffusion, NoiseSchedule, samplers
 from elbolab.nn import build_unet
 from elbolab.nn.precision import AutocastModel, with_precision

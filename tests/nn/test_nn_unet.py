@@ -7,7 +7,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from elbolab.config import ConfigError, TimeEmbedding, TimeInjection, UNetConfig, Upsampling, unet_preset
+from elbolab.config import ConfigError
+from elbolab.nn.config import unet_preset
+from elbolab.nn.config import TimeEmbedding, TimeInjection, UNetConfig, Upsampling
 from elbolab.nn import NULL_LABEL, UNet, build_unet
 
 

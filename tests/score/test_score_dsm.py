@@ -8,7 +8,7 @@ from torch.func import functional_call
 
 from elbolab.score.dsm import DenoisingScoreMatching, dsm_loss
 from elbolab.score.noise_levels import NoiseLevels
-from elbolab.train.objective import Objective
+from elbolab.objectives import Objective
 
 MU = torch.tensor([0.5, -1.0], dtype=torch.float64)
 SIGMA = torch.tensor([[1.0, 0.3], [0.3, 0.5]], dtype=torch.float64)

@@ -1,6 +1,5 @@
 """The guidance sweep (the notes' figure and table) on a tiny class-conditional run."""
 
-import dataclasses
 import json
 
 import pytest
@@ -8,8 +7,10 @@ import torch
 from PIL import Image
 
 from elbolab.apps.guidance_sweep import GuidanceRow, guidance_sweep, parse_guidance_weights
-from elbolab.config import (DataConfig, DiffusionConfig, Family, Precision, RunConfig, SampleConfig, TrainConfig,
-                            unet_preset)
+from elbolab.config import DataConfig, Precision, RunConfig, SampleConfig, TrainConfig, apply_overrides
+from elbolab.nn.config import unet_preset
+from elbolab.diffusion.config import DiffusionConfig
+from elbolab.families.ddpm import DDPMConfig
 
 
 def test_parse_guidance_weights():
@@ -26,11 +27,12 @@ def test_guidance_sweep_writes_figure_and_table(tmp_path):
 
     unet = unet_preset("tiny")
     unet.num_classes = 10
-    cfg = RunConfig(family=Family.DDPM, data=DataConfig(name="mnist-embedded", limit=64), unet=unet,
-                    diffusion=DiffusionConfig(T=20, beta_start=1e-3, beta_end=0.3),
+    cfg = RunConfig(family="ddpm", data=DataConfig(name="mnist-embedded", limit=64),
+                    model=DDPMConfig(unet=unet, diffusion=DiffusionConfig(T=20, beta_start=1e-3, beta_end=0.3)),
                     train=TrainConfig(batch_size=16, steps=1, warmup_steps=0, checkpoint_every=1,
                                       precision=Precision.FP32),
-                    sample=SampleConfig(steps=2, n=2))
+                    sample=SampleConfig(n=2))
+    cfg = apply_overrides(cfg, ["sample.ddim.steps=2"])
     train_run(cfg, tmp_path / "run", progress=False)
     run = load_run(tmp_path / "run")
     sweep = guidance_sweep(run, "-1,0,2", tmp_path / "sweep.png", n=20, batch_size=20, reference_limit=200,
@@ -47,7 +49,7 @@ def test_guidance_sweep_writes_figure_and_table(tmp_path):
     assert "| w | classifier accuracy | FID |" in sweep.to_text()
     with pytest.raises(ValueError, match=".png"):
         guidance_sweep(run, "1", tmp_path / "sweep.jpg", n=20)
-    uncond = dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, num_classes=0))
+    uncond = apply_overrides(cfg, ["unet.num_classes=0"])
     train_run(uncond, tmp_path / "u", progress=False)
     with pytest.raises(ValueError, match="unconditional"):
         guidance_sweep(load_run(tmp_path / "u"), "1", tmp_path / "u.png", n=20)

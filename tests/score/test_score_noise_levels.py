@@ -6,7 +6,7 @@ from statistics import NormalDist
 import pytest
 import torch
 
-from elbolab.config import ScoreConfig
+from elbolab.score.config import ScoreConfig
 from elbolab.score.noise_levels import (
     NoiseLevels,
     choose_eps,

@@ -7,7 +7,7 @@ from torch.utils.data import TensorDataset
 from train_toys import ToyGAN, ToyGANObjective, read_metrics, tiny_cfg
 
 from elbolab.train import AdversarialObjective, ParamGroup, Trainer, UpdatePhase
-from elbolab.train.objective import validate_plan
+from elbolab.objectives import validate_plan
 
 
 def _data(n: int = 256, seed: int = 0) -> TensorDataset:

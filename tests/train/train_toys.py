@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from elbolab.config import Precision, TrainConfig
-from elbolab.train import LossOutput, ParamGroup, UpdatePhase
+from elbolab.train import AdversarialObjective, LossOutput, Objective, ParamGroup, UpdatePhase
 
 
 def regression_data(n: int = 48, d: int = 4, seed: int = 0) -> tuple[Tensor, Tensor]:
@@ -32,7 +32,7 @@ class MLP(nn.Module):
         return self.net(x)
 
 
-class Regression:
+class Regression(Objective):
     """MSE regression. ``noise``: input noise drawn from the loss generator. The loss is scaled by a running
     average of past losses kept as objective state (like an importance sampler's history), so a resume that
     forgot that state would not reproduce the losses. ``crash_at``: raise ``SimulatedCrash`` at that call."""
@@ -116,7 +116,7 @@ class ToyGAN(nn.Module):
         return self.generator["mu"] + self.generator["log_s"].exp() * z
 
 
-class ToyGANObjective:
+class ToyGANObjective(AdversarialObjective):
     """``n_critic`` discriminator updates (fresh batches), then one generator update (reusing the batch)."""
 
     def __init__(self, n_critic: int = 2, gamma: float = 1.0, d_lr: float | None = None) -> None:

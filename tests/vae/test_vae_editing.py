@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from elbolab.config import Family, VAEConfig
+from elbolab.vae.config import VAEKind
+from elbolab.vae.config import VAEConfig
 from elbolab.nn.convnets import MLPDecoder, MLPEncoder
 from elbolab.vae import (
     VAE,
@@ -115,7 +116,7 @@ def test_attribute_vector_and_edit():
 
 def test_works_for_hvae_layers_and_autoencoders():
     cfg = VAEConfig(latent_dims=(4, 2), hidden_sizes=(8,), layer_hidden=8)
-    hv = build_vae(cfg, (1, 8, 8), Family.HVAE)
+    hv = build_vae(cfg, (1, 8, 8), VAEKind.HVAE)
     x = torch.rand(2, 1, 8, 8) * 2 - 1
     g = torch.Generator().manual_seed(0)
     assert latent_traversal(hv, x[:1], [1], torch.zeros(3), layer=2, generator=g).shape == (1, 3, 1, 8, 8)
@@ -125,7 +126,7 @@ def test_works_for_hvae_layers_and_autoencoders():
         encode_latent(hv, x, layer=2)
     with pytest.raises(ValueError, match="layer"):
         hv.decode_latent(torch.zeros(1, 2), layer=3)
-    ae = build_vae(VAEConfig(latent_dims=(4,), hidden_sizes=(8,)), (1, 8, 8), Family.AE)
+    ae = build_vae(VAEConfig(latent_dims=(4,), hidden_sizes=(8,)), (1, 8, 8), VAEKind.AE)
     assert interpolate(ae, x[:1], x[1:], 3, "linear").shape == (3, 1, 8, 8)
     with pytest.raises(ValueError, match="cannot sample"):
         sample_prior(ae, 2, g)

@@ -3,31 +3,31 @@
 import pytest
 import torch
 
-from elbolab.config import Family, apply_overrides, preset
-from elbolab.families import SampleRequest, family_spec
+from elbolab.config import apply_overrides, preset
+from elbolab.families import SampleRequest, get_family
 from elbolab.vae import HVAE, VAE, Autoencoder
 
 
 def test_spec_builds_adapts_and_guards():
     cfg = preset("hvae-mnist")
-    spec = family_spec(Family.HVAE)
+    spec = get_family("hvae")
     cfg3 = spec.adapt_to_data(cfg, (3, 32, 32), 10)
-    assert (cfg3.vae.in_channels, cfg3.vae.image_size) == (3, 32)
+    assert (cfg3.model.vae.in_channels, cfg3.model.vae.image_size) == (3, 32)
     model = spec.build_model(cfg3)
     assert isinstance(model, HVAE) and model.image_shape == (3, 32, 32)
     batch = spec.sample(cfg3, model, 4, torch.Generator().manual_seed(0), SampleRequest(n=4))
     assert batch.images.shape == (4, 3, 32, 32) and batch.nfe == 1 and batch.labels is None
-    with pytest.raises(ValueError, match="one decoder pass"):
-        spec.sample(cfg3, model, 2, torch.Generator(), SampleRequest(n=2, steps=10))
+    with pytest.raises(ValueError, match="has no option 'steps'"):
+        spec.sample(cfg3, model, 2, torch.Generator(), SampleRequest(n=2, options={"steps": 10}))
     with pytest.raises(ValueError, match="unconditional"):
         spec.sample(cfg3, model, 2, torch.Generator(), SampleRequest(n=2, label=3))
     assert spec.bound_fn(cfg3, model, exact=False) is None  # Bernoulli: no 8-bit bits/dim
     with pytest.raises(ValueError, match="square"):
         spec.adapt_to_data(cfg, (1, 28, 32), 10)
-    ae_spec = family_spec("ae")
+    ae_spec = get_family("ae")
     ae = ae_spec.build_model(preset("ae-mnist"))
     assert isinstance(ae, Autoencoder)
-    with pytest.raises(ValueError, match="no prior"):
+    with pytest.raises(ValueError, match="cannot sample"):
         ae_spec.sample(preset("ae-mnist"), ae, 2, torch.Generator(), SampleRequest(n=2))
     # the objective ignores labels (unconditional) and keeps the warm-up state for checkpoints
     obj = spec.build_objective(cfg3)
@@ -68,7 +68,7 @@ def test_eval_cli_iwae_active_units_probe(tmp_path, capsys):
     assert rc == 0
     text = capsys.readouterr().out
     assert "IWAE_16" in text and "active units per layer" in text and "linear probe" in text
-    rec = json.loads((tmp_path / "run" / "vae_metrics.json").read_text())
+    rec = json.loads((tmp_path / "run" / "diagnostics.json").read_text())
     lik = rec["likelihood"]
     assert lik["num_examples"] == 40 and lik["num_samples"] == 16
     assert lik["iwae_nll"] <= lik["elbo_nll"] + 3 * lik["elbo_nll_stderr"]  # IWAE_K >= ELBO (as NLLs: <=)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from elbolab.config import DecoderLikelihood
+from elbolab.vae.config import DecoderLikelihood
 from elbolab.vae.likelihoods import Bernoulli, Discretized, GaussianFixed, GaussianLearned, make_likelihood
 
 ALL = [make_likelihood(k, gaussian_std=0.2) for k in DecoderLikelihood]

@@ -6,14 +6,15 @@ import math
 import pytest
 import torch
 
-from elbolab.config import DecoderLikelihood, Family, VAEArchitecture, VAEConfig
-from elbolab.train.objective import LossOutput, Objective
+from elbolab.vae.config import VAEKind
+from elbolab.vae.config import DecoderLikelihood, VAEArchitecture, VAEConfig
+from elbolab.objectives import LossOutput, Objective
 from elbolab.vae import AEObjective, ELBOObjective, build_vae, vae_bound_fn
 
 CFG = VAEConfig(architecture=VAEArchitecture.FC, latent_dims=(5, 3), hidden_sizes=(16,), layer_hidden=8)
 
 
-def _model(family=Family.HVAE, cfg=CFG):
+def _model(family=VAEKind.HVAE, cfg=CFG):
     torch.manual_seed(0)
     return build_vae(cfg, (1, 8, 8), family)
 
@@ -80,7 +81,7 @@ def test_bad_objective_settings(kwargs, match):
 
 
 def test_autoencoder_objective_is_mse():
-    model = _model(Family.AE, VAEConfig(latent_dims=(4,), hidden_sizes=(16,)))
+    model = _model(VAEKind.AE, VAEConfig(latent_dims=(4,), hidden_sizes=(16,)))
     x = _x()
     out = AEObjective().loss(model, x, None, torch.Generator())
     torch.testing.assert_close(out.loss, ((model(x) - x) ** 2).mean())
@@ -89,7 +90,7 @@ def test_autoencoder_objective_is_mse():
 
 def test_bound_fn_terms_sum_to_the_bounds():
     cfg = VAEConfig(latent_dims=(5, 3), hidden_sizes=(16,), layer_hidden=8, likelihood=DecoderLikelihood.DISCRETIZED)
-    model = _model(Family.HVAE, cfg).eval()
+    model = _model(VAEKind.HVAE, cfg).eval()
     x = model.likelihood.prepare(_x(), None)
     terms = vae_bound_fn(model)(x, torch.Generator().manual_seed(3))
     assert sorted(terms) == ["kl_1", "kl_2", "reconstruction"]

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from elbolab.config import Family, VAEConfig
+from elbolab.vae.config import VAEKind
+from elbolab.vae.config import VAEConfig
 from elbolab.vae import build_vae, extract_features, linear_probe
 
 
@@ -31,7 +32,7 @@ def test_probe_separates_linearly_separable_classes():
 
 
 def test_extract_features_from_a_vae():
-    model = build_vae(VAEConfig(latent_dims=(5,), hidden_sizes=(8,)), (1, 8, 8), Family.VAE)
+    model = build_vae(VAEConfig(latent_dims=(5,), hidden_sizes=(8,)), (1, 8, 8), VAEKind.VAE)
     data = [(torch.rand(4, 1, 8, 8) * 2 - 1, torch.arange(4)), (torch.rand(3, 1, 8, 8) * 2 - 1, torch.arange(3))]
     f, y = extract_features(model, data)
     assert f.shape == (7, 5) and y.tolist() == [0, 1, 2, 3, 0, 1, 2]

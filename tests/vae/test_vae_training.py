@@ -18,7 +18,7 @@ def _setup(name, overrides):
     train = load_dataset(cfg.data)
     test = load_dataset(apply_overrides(cfg, ['data.split="test"', "data.limit=0"]).data)
     torch.manual_seed(0)
-    return cfg, train, test, build_vae(cfg.vae, train.shape, cfg.family), build_objective(cfg.vae, cfg.family)
+    return cfg, train, test, build_vae(cfg.model.vae, train.shape, cfg.family), build_objective(cfg.model.vae, cfg.family)
 
 
 @pytest.mark.slow
@@ -54,8 +54,8 @@ def test_hvae_trains_logs_per_layer_kl_and_resumes_its_warmup(tmp_path):
     assert rows[-1]["kl"] == pytest.approx(rows[-1]["kl_1"] + rows[-1]["kl_2"], rel=1e-5)
     # resume: a fresh objective picks up the warm-up where the checkpoint left it
     cfg2 = apply_overrides(cfg, ["train.steps=8", "train.log_every=1"])
-    model2 = build_vae(cfg2.vae, train.shape, cfg2.family)
-    objective2 = build_objective(cfg2.vae, cfg2.family)
+    model2 = build_vae(cfg2.model.vae, train.shape, cfg2.family)
+    objective2 = build_objective(cfg2.model.vae, cfg2.family)
     Trainer(model2, objective2, train, cfg2.train, tmp_path, cfg2, sample_fn, resume=True, progress=False).fit()
     assert objective2.step == 8
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]

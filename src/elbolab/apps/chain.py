@@ -11,6 +11,10 @@
   DDIMInverseScheduler, because eps_theta(., 0) does not exist). :func:`ddim_decode` is the reverse map
   (:func:`elbolab.diffusion.samplers.ddim` with eta = 0 on the truncated chain).
 
+Every one of them runs on the library's one reverse loop (:func:`elbolab.diffusion.loop.run_loop`): the
+decoders through the samplers (the shared-noise decoder is ``samplers.ancestral(..., shared_noise=True)``),
+the inversion with its own step over the ascending pairs (0, tau_1), (tau_1, tau_2), ...
+
 Shapes: ``x: (B, ...)`` (images ``(B, C, H, W)``); ``t``: a Python int in 0..T (0 = data, nothing to do).
 """
 
@@ -23,10 +27,11 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-from elbolab.config import SamplerKind, Spacing
+from elbolab.diffusion.config import ReverseSampler, Spacing
 from elbolab.diffusion import samplers
 from elbolab.diffusion.process import GaussianDiffusion
-from elbolab.diffusion.samplers import SampleResult, ancestral_step, ddim_step, respace, sampling_timesteps
+from elbolab.diffusion.loop import Denoiser, run_loop
+from elbolab.diffusion.samplers import SampleResult, ddim_step, sampling_timesteps
 from elbolab.diffusion.schedules import NoiseSchedule
 
 __all__ = ["check_time", "ddim_decode", "ddim_invert", "reverse_from", "reverse_from_shared_noise", "run_diffusion",
@@ -62,13 +67,14 @@ def _check_steps(steps: int | None, t: int) -> int:
 
 def run_diffusion(run) -> GaussianDiffusion:
     """The :class:`GaussianDiffusion` of a loaded diffusion run; ValueError for runs of other families."""
-    from elbolab.config import Family
-    from elbolab.diffusion import build_diffusion
+    from elbolab.families import all_families
 
-    if run.config.family is not Family.DDPM:
-        raise ValueError(f"{run.folder} is a {run.config.family.value!r} run: this application needs a diffusion "
-                         f"run (family 'ddpm')")
-    return build_diffusion(run.config.diffusion)
+    diffusion = run.family.diffusion(run.config)
+    if diffusion is None:
+        names = [f.name for f in all_families() if f.capabilities.diffusion]
+        raise ValueError(f"{run.folder} is a {run.config.family!r} run: this application needs a diffusion run "
+                         f"(families: {', '.join(names)})")
+    return diffusion
 
 
 def truncate(diffusion: GaussianDiffusion, t: int) -> GaussianDiffusion:
@@ -89,7 +95,7 @@ def reverse_from(
     *,
     generator: torch.Generator,
     steps: int | None = None,
-    sampler: SamplerKind | str = SamplerKind.ANCESTRAL,
+    sampler: ReverseSampler | str = ReverseSampler.ANCESTRAL,
     cond: Tensor | None = None,
     clip_x0: bool = False,
     return_trajectory: bool = False,
@@ -102,14 +108,14 @@ def reverse_from(
     """
     T = diffusion.T
     check_time(t, T)
-    sampler = SamplerKind(sampler)
+    sampler = ReverseSampler(sampler)
     if t == 0:
         return SampleResult(sample=x_t, nfe=0, timesteps=torch.zeros(0, dtype=torch.long),
                             xs=x_t[None] if return_trajectory else None,
                             x0s=x_t.new_empty((0, *x_t.shape)) if return_trajectory else None)
     S = _check_steps(steps, t)
     chain = truncate(diffusion, t)
-    fn = samplers.ancestral if sampler is SamplerKind.ANCESTRAL else samplers.ddim
+    fn = samplers.ancestral if sampler is ReverseSampler.ANCESTRAL else samplers.ddim
     with _truncated_schedules():  # the sampler respaces the truncated chain
         return fn(model, tuple(x_t.shape), chain, steps=S, generator=generator, cond=cond,
                   spacing=Spacing.LINSPACE, clip_x0=clip_x0, x_T=x_t, return_trajectory=return_trajectory,
@@ -135,20 +141,10 @@ def reverse_from_shared_noise(
     if t == 0:
         return x_t
     S = _check_steps(steps, t)
-    ts = sampling_timesteps(t, S, Spacing.LINSPACE)
     with _truncated_schedules():
-        chain = respace(truncate(diffusion, t), ts)
-    x = x_t
-    B = x.shape[0]
-    for i in range(S, 0, -1):
-        t_batch = torch.full((B,), int(ts[i - 1]), dtype=torch.long, device=x.device)
-        out = diffusion.model_forward(model, x, t_batch, cond)
-        z = None
-        if i > 1:
-            z = torch.randn((1, *x.shape[1:]), generator=generator, device=generator.device, dtype=x.dtype)
-            z = z.to(x.device).expand_as(x)
-        x, _ = ancestral_step(chain, out, x, i, z, clip_x0=clip_x0)
-    return x
+        return samplers.ancestral(model, tuple(x_t.shape), truncate(diffusion, t), steps=S, generator=generator,
+                                  cond=cond, spacing=Spacing.LINSPACE, clip_x0=clip_x0, shared_noise=True,
+                                  x_T=x_t).sample
 
 
 @torch.no_grad()
@@ -165,25 +161,23 @@ def ddim_invert(
     """The deterministic DDIM code of ``x0: (B, ...)`` at time ``t`` (1..T): x_0 -> x_t, ``(B, ...)``.
 
     Visits ``min(steps, t)`` timesteps evenly spaced in 1..t (the ones :func:`ddim_decode` visits, so that
-    decoding inverts encoding up to the discretisation error of the ODE).
+    decoding inverts encoding up to the discretisation error of the ODE). Runs on the library's one loop
+    (:func:`elbolab.diffusion.loop.run_loop`) over the ascending pairs (0, tau_1), (tau_1, tau_2), ...
     """
     check_time(t, diffusion.T, low=1)
     S = _check_steps(steps, t)
-    ts = sampling_timesteps(t, S, Spacing.LINSPACE).tolist()
-    abar = diffusion.schedule.alpha_bars
-    x = x0
-    prev = 0
-    for s in ts:
-        t_batch = torch.full((x.shape[0],), s, dtype=torch.long, device=x.device)
-        out = diffusion.model_forward(model, x, t_batch, cond)
-        _, eps = diffusion.x0_and_eps(out, x, t_batch)
-        ab_prev = float(abar[prev])
+    times = [0, *sampling_timesteps(t, S, Spacing.LINSPACE).tolist()]
+    den = Denoiser(model, diffusion, cond)
+
+    def step(k: int, prev: int, nxt: int, x: Tensor) -> tuple[Tensor, Tensor]:
+        eps = den(x, nxt).eps  # eps_theta(x_prev, t_next): eps_theta(., 0) does not exist
+        ab_prev = float(den.alpha_bar(prev))
         x0_hat = (x - (1.0 - ab_prev) ** 0.5 * eps) / ab_prev ** 0.5
         if clip_x0:
             x0_hat = x0_hat.clamp(-1.0, 1.0)
-        x = ddim_step(x0_hat, eps, float(abar[s]), 0.0, None)
-        prev = s
-    return x
+        return ddim_step(x0_hat, eps, float(den.alpha_bar(nxt)), 0.0, None), x0_hat
+
+    return run_loop(x0, times, step, counter=den, name="ddim inversion").sample
 
 
 def ddim_decode(
@@ -198,5 +192,5 @@ def ddim_decode(
 ) -> Tensor:
     """The deterministic DDIM decoding (eta = 0) of ``x_t: (B, ...)`` from time ``t`` (0..T) to x_0."""
     g = torch.Generator(x_t.device)  # eta = 0 draws nothing; the samplers still take a generator
-    return reverse_from(model, x_t, t, diffusion, generator=g, steps=steps, sampler=SamplerKind.DDIM, cond=cond,
+    return reverse_from(model, x_t, t, diffusion, generator=g, steps=steps, sampler=ReverseSampler.DDIM, cond=cond,
                         clip_x0=clip_x0).sample

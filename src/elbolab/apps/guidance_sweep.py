@@ -21,7 +21,7 @@ from typing import Sequence
 
 import torch
 
-from elbolab.config import SamplerKind, atomic_write_bytes, atomic_write_text
+from elbolab.io import atomic_write_bytes, atomic_write_text
 from elbolab.families import SampleRequest
 
 logger = logging.getLogger(__name__)
@@ -121,15 +121,16 @@ def _figure(rows: list[torch.Tensor], ws: list[float], path: Path) -> None:
 
 
 def guidance_sweep(run: object, ws: Sequence[float] | str = NOTES_WEIGHTS, out: str | os.PathLike[str] =
-                   "guidance_sweep.png", *, n: int = 500, seed: int = 0, sampler: SamplerKind | str | None = None,
-                   steps: int | None = None, batch_size: int = 250, columns: int | None = None,
+                   "guidance_sweep.png", *, n: int = 500, seed: int = 0, sampler: str | None = None,
+                   options: dict | None = None, batch_size: int = 250, columns: int | None = None,
                    data_dir: str | None = None, reference_limit: int = 0, progress: bool = True) -> GuidanceSweep:
     """Sample a class-conditional ``run`` (an :class:`elbolab.runs.Run`) with classifier-free guidance at every
     weight in ``ws`` and measure each set: classifier accuracy, FID and precision/recall against the training
     split of the run's dataset. Writes the figure at ``out`` (.png, the first ``columns`` samples of each w,
     default one per class) and the table beside it (.json).
 
-    ``n`` samples per w (labels cycle through the classes); ``sampler`` / ``steps`` default to the run's config;
+    ``n`` samples per w (labels cycle through the classes); ``sampler`` / ``options`` (e.g. ``{"steps": 50}``)
+    default to the run's config;
     ``reference_limit``: compare with the first that many training images (0 = all; features cached).
     """
     from elbolab.evaluate import evaluate_samples, extract_features, load_feature_network
@@ -141,9 +142,9 @@ def guidance_sweep(run: object, ws: Sequence[float] | str = NOTES_WEIGHTS, out: 
         raise ValueError(f"out = {out}: expected a .png path (the .json table is written beside it)")
     weights = parse_guidance_weights(ws)
     cfg = run.config
-    K = cfg.unet.num_classes
+    K = run.family.num_classes(cfg)
     if not K:
-        raise ValueError(f"{run.folder} is unconditional (unet.num_classes = 0): a guidance sweep needs a "
+        raise ValueError(f"{run.folder} is unconditional (num_classes = 0): a guidance sweep needs a "
                          "class-conditional run trained with label dropout, e.g. the preset ddpm-cfg-mnist")
     if n < max(K, 2):
         raise ValueError(f"n = {n}: need at least {max(K, 2)} samples per w (one per class)")
@@ -157,7 +158,8 @@ def guidance_sweep(run: object, ws: Sequence[float] | str = NOTES_WEIGHTS, out: 
     rows, figure_rows, nfe = [], [], 0
     for w in weights:
         logger.info("guidance sweep: w = %g (%d samples)", w, n)
-        request = SampleRequest(n=n, sampler=sampler, steps=steps, seed=seed, guidance=w, batch_size=batch_size)
+        request = SampleRequest(n=n, sampler=sampler, options=dict(options or {}), seed=seed, guidance=w,
+                                batch_size=batch_size)
         batch = draw_samples(run, request)
         assert batch.labels is not None
         images = as_uint8_images(batch.images)
@@ -173,9 +175,9 @@ def guidance_sweep(run: object, ws: Sequence[float] | str = NOTES_WEIGHTS, out: 
         figure_rows.append(batch.images[:columns])
         nfe = batch.nfe
     _figure(figure_rows, weights, out)
-    kind = SamplerKind(sampler or cfg.sample.sampler)
-    sweep = GuidanceSweep(rows=rows, png=out, json=out.with_suffix(".json"), n=n, sampler=kind.value,
-                          steps=steps or cfg.sample.steps, nfe=nfe, run=str(run.folder), step=run.step,
+    name, opts = run.family.sampler_options(cfg, SampleRequest(n=n, sampler=sampler, options=dict(options or {})))
+    sweep = GuidanceSweep(rows=rows, png=out, json=out.with_suffix(".json"), n=n, sampler=name,
+                          steps=getattr(opts, "steps", 0), nfe=nfe, run=str(run.folder), step=run.step,
                           seconds=time.perf_counter() - t0)
     table = {k: v for k, v in asdict(sweep).items() if k not in ("png", "json")}
     table["png"] = str(out)

@@ -45,11 +45,11 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
-from elbolab.config import Spacing
+from elbolab.diffusion.config import Spacing
 from elbolab.diffusion.process import GaussianDiffusion
-from elbolab.diffusion.samplers import ancestral_step, respace, sampling_timesteps
+from elbolab.diffusion.loop import Denoiser, run_loop
+from elbolab.diffusion.samplers import _ancestral_update, respace, sampling_timesteps
 
 logger = logging.getLogger(__name__)
 
@@ -227,22 +227,20 @@ def repaint(
     def randn() -> Tensor:
         return torch.randn(x0.shape, generator=generator, device=generator.device, dtype=x0.dtype).to(x0.device)
 
-    x = randn()
-    B = x.shape[0]
-    nfe = 0
-    pairs = list(zip(states[:-1], states[1:]))
-    for cur, nxt in tqdm(pairs, desc="repaint", disable=not progress, leave=False):
+    den = Denoiser(model, diffusion, cond)
+
+    def step(k: int, cur: int, nxt: int, x: Tensor) -> tuple[Tensor, Tensor]:
+        """One pair of chain states of :func:`repaint_schedule` on the library's one loop."""
         if nxt == cur - 1:  # reverse step x_cur -> x_nxt, then the known region from q(x_nxt | x_0)
-            t_net = torch.full((B,), int(ts[cur - 1]), dtype=torch.long, device=x.device)
-            out = diffusion.model_forward(model, x, t_net, cond)
-            x_unknown, _ = ancestral_step(chain, out, x, cur, randn() if cur > 1 else None, clip_x0=clip_x0)
+            pred = den(x, int(ts[cur - 1]))
+            x_unknown, x0_hat = _ancestral_update(chain, cur, x, pred.x0, pred.eps, randn() if cur > 1 else None,
+                                                  clip_x0)
             x_known_t = chain.q_sample(x0, nxt, randn()) if nxt > 0 else x0
-            x = torch.where(keep, x_known_t, x_unknown)
-            nfe += 1
-        else:  # resampling jump: one forward step q(x_nxt | x_cur)
-            x = chain.q_step(x, nxt, randn())
-    return InpaintResult(sample=x, mask=keep, nfe=nfe * int(getattr(model, "nfe_per_call", 1)),
-                         states=torch.tensor(states, dtype=torch.long))
+            return torch.where(keep, x_known_t, x_unknown), x0_hat
+        return chain.q_step(x, nxt, randn()), x  # resampling jump: one forward step q(x_nxt | x_cur)
+
+    res = run_loop(randn(), states, step, counter=den, progress=progress, name="repaint")
+    return InpaintResult(sample=res.sample, mask=keep, nfe=res.nfe, states=torch.tensor(states, dtype=torch.long))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -241,13 +241,11 @@ def _sources(run, request: InterpolateRequest) -> tuple[Tensor, Tensor, Tensor |
 
 def interpolate_run(run, request: InterpolateRequest) -> InterpolateOutput:
     """DDPM Figs. 8-9 and DDIM interpolation for diffusion runs; latent interpolation and editing for VAEs."""
-    from elbolab.config import Family
-
     x_a, x_b, labels = _sources(run, request)
     x_a, x_b = x_a.to(run.device), x_b.to(run.device)
     out = Path(request.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if run.config.family is Family.DDPM:
+    if run.family.capabilities.diffusion:
         return _diffusion_run(run, request, x_a, x_b, out)
     return _vae_run(run, request, x_a, x_b, labels, out)
 
@@ -309,4 +307,4 @@ def _vae_run(run, request: InterpolateRequest, x_a: Tensor, x_b: Tensor, labels:
                                          title="VAE editing: z(a) + s * attribute vector"))
         arrays.update(edited=edited, scales=scales, direction=direction)
     paths.append(save_npz(out / "vae_interpolate.npz", **arrays))
-    return InterpolateOutput(paths=paths, family=run.config.family.value)
+    return InterpolateOutput(paths=paths, family=run.config.family)

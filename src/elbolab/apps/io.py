@@ -18,7 +18,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from elbolab.config import RunConfig, atomic_write_bytes
+from elbolab.config import RunConfig
+from elbolab.io import atomic_write_bytes
 
 __all__ = ["data_shape", "load_image_file", "load_mask_file", "save_npz", "source_images", "test_images"]
 

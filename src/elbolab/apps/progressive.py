@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from elbolab.config import SamplerKind
+from elbolab.config import coerce
+from elbolab.diffusion.config import ReverseSampler
 from elbolab.diffusion import samplers
 from elbolab.diffusion.process import GaussianDiffusion
 
@@ -56,13 +57,13 @@ def progressive_generation(
     generator: torch.Generator,
     steps: int | None = None,
     frames: int = 10,
-    sampler: SamplerKind | str = SamplerKind.ANCESTRAL,
+    sampler: ReverseSampler | str = ReverseSampler.ANCESTRAL,
     clip_x0: bool = False,
 ) -> ProgressiveResult:
     """Sample ``shape = (B, ...)`` and keep x0_hat at ``frames`` evenly spaced steps of the chain (first and
     last included; the last, made at the lowest timestep, is the sample itself for the ancestral sampler)."""
-    sampler = SamplerKind(sampler)
-    fn = samplers.ancestral if sampler is SamplerKind.ANCESTRAL else samplers.ddim
+    sampler = ReverseSampler(sampler)
+    fn = samplers.ancestral if sampler is ReverseSampler.ANCESTRAL else samplers.ddim
     res = fn(model, shape, diffusion, steps=steps, generator=generator, clip_x0=clip_x0, return_trajectory=True)
     assert res.x0s is not None and res.xs is not None
     idx = frame_indices(res.x0s.shape[0], frames)
@@ -82,13 +83,11 @@ class ProgressiveRequest:
     n: int = 8
     frames: int = 10
     steps: int | None = None
-    sampler: SamplerKind | str = SamplerKind.ANCESTRAL
+    sampler: ReverseSampler | str = ReverseSampler.ANCESTRAL
     seed: int = 0
 
     def __post_init__(self) -> None:
-        self.sampler = SamplerKind(self.sampler)
-        if self.sampler not in (SamplerKind.ANCESTRAL, SamplerKind.DDIM):
-            raise ValueError(f"progressive: sampler = {self.sampler.value!r}; choices: 'ancestral', 'ddim'")
+        self.sampler = coerce(self.sampler, ReverseSampler, "progressive: sampler")
         if self.n < 1:
             raise ValueError(f"progressive: n = {self.n} must be >= 1")
 
@@ -113,9 +112,8 @@ def progressive_run(run, request: ProgressiveRequest) -> ProgressiveOutput:
     from elbolab.viz.plots import save_annotated_grid
 
     diffusion = run_diffusion(run)
-    u = run.config.unet
     g = torch.Generator(run.device).manual_seed(request.seed)
-    res = progressive_generation(run.model, (request.n, u.in_channels, u.image_size, u.image_size), diffusion,
+    res = progressive_generation(run.model, (request.n, *run.family.image_shape(run.config)), diffusion,
                                  generator=g, steps=request.steps, frames=request.frames,
                                  sampler=request.sampler, clip_x0=True)
     out = Path(request.out_dir)

@@ -10,3 +10,12 @@ from __future__ import annotations
 
 class DataError(ValueError):
     """A dataset file is missing, corrupted, truncated or unreadable, or a download failed."""
+
+
+class UnreadableImagesError(DataError):
+    """Image files of an image folder could not be read; ``files`` lists them (the message names them on one
+    line, each with its reason: empty, not an image, truncated, decompression bomb, symbolic-link loop)."""
+
+    def __init__(self, message: str, files: tuple[object, ...] = ()):
+        super().__init__(message)
+        self.files = tuple(files)

@@ -27,7 +27,9 @@ from elbolab.diffusion.losses import (
 from elbolab.diffusion.oracles import GaussianMixtureOracle, GaussianOracle
 from elbolab.diffusion.parameterization import Prediction
 from elbolab.diffusion.process import Gaussian, GaussianDiffusion, Posterior, ReverseStep
-from elbolab.diffusion.samplers import SampleResult, StepInfo
+from elbolab.diffusion import likelihood, loop
+from elbolab.diffusion.likelihood import ODELikelihood
+from elbolab.diffusion.samplers import SampleResult, StepInfo, TimeSpacing
 from elbolab.diffusion.schedules import NoiseSchedule, ScheduleError
 
 __all__ = [
@@ -40,6 +42,7 @@ __all__ = [
     "GaussianOracle",
     "LossAwareTimestepSampler",
     "NoiseSchedule",
+    "ODELikelihood",
     "PerImageTerms",
     "Posterior",
     "Prediction",
@@ -47,11 +50,14 @@ __all__ = [
     "SampleResult",
     "ScheduleError",
     "StepInfo",
+    "TimeSpacing",
     "UniformTimestepSampler",
     "build_diffusion",
     "consistency_elbo_terms",
     "elbo_terms",
     "elbo_weight",
+    "likelihood",
+    "loop",
     "min_snr_weight",
     "samplers",
     "simple_loss",

@@ -26,7 +26,8 @@ import torch
 from torch import Tensor, nn
 
 from elbolab.nn.unet import NULL_LABEL  # the label that selects the learned null class (-1)
-from elbolab.train.objective import LossOutput
+from elbolab.objectives import LossOutput, Objective
+from elbolab.nn.nfe import nfe_per_call
 
 __all__ = ["NULL_LABEL", "ClassifierFreeGuidance", "GuidedSampling", "LabelDropout", "drop_labels",
            "guided_sampling"]
@@ -66,7 +67,7 @@ class ClassifierFreeGuidance(nn.Module):
 
     @property
     def nfe_per_call(self) -> int:
-        inner = int(getattr(self.model, "nfe_per_call", 1))
+        inner = nfe_per_call(self.model)
         return inner if self.w in (0.0, -1.0) else 2 * inner
 
     def extra_repr(self) -> str:
@@ -93,16 +94,16 @@ def drop_labels(y: Tensor, p_uncond: float, generator: torch.Generator, null_lab
     return torch.where(drop, torch.full_like(y, null_label), y)
 
 
-class LabelDropout:
+class LabelDropout(Objective):
     """Trains one network for both branches of guidance: forwards ``objective.loss(model, x, y', generator)``
     with y' = :func:`drop_labels` (y, ``p_uncond``) (Ho & Salimans 2022, Algorithm 1; p_uncond = 0.1 there).
 
-    Implements :class:`elbolab.train.objective.Objective` and forwards ``state_dict`` / ``load_state_dict`` of
+    Implements :class:`elbolab.objectives.Objective` and forwards ``state_dict`` / ``load_state_dict`` of
     the wrapped objective. ``y = None`` (unlabelled data) is passed through unchanged. The dropout draws come
     from ``generator`` before the wrapped objective draws its own noise.
     """
 
-    def __init__(self, objective: object, p_uncond: float = 0.1, null_label: int = NULL_LABEL) -> None:
+    def __init__(self, objective: Objective, p_uncond: float = 0.1, null_label: int = NULL_LABEL) -> None:
         if isinstance(p_uncond, bool) or not isinstance(p_uncond, (int, float)) or not 0.0 <= p_uncond < 1.0:
             raise ValueError(f"p_uncond = {p_uncond!r} must be in [0, 1) (the probability of training a batch "
                              "element as unconditional; 0.1 in Ho & Salimans 2022)")
@@ -117,11 +118,10 @@ class LabelDropout:
         return self.objective.loss(model, x, y, generator)
 
     def state_dict(self) -> dict[str, Tensor]:
-        return self.objective.state_dict() if hasattr(self.objective, "state_dict") else {}
+        return self.objective.state_dict()
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        if hasattr(self.objective, "load_state_dict"):
-            self.objective.load_state_dict(state)
+        self.objective.load_state_dict(state)
 
 
 @dataclass(frozen=True)

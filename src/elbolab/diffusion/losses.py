@@ -26,13 +26,14 @@ import math
 import torch
 from torch import Tensor, nn
 
-from elbolab.config import DiffusionConfig, LossKind, coerce
+from elbolab.config import coerce
+from elbolab.diffusion.config import DiffusionConfig, LossKind
 from elbolab.diffusion.elbo import DecoderKind, parse_decoder, timestep_terms
 from elbolab.diffusion.parameterization import Prediction, parse_prediction
 from elbolab.diffusion.process import GaussianDiffusion
 from elbolab.diffusion.schedules import NoiseSchedule
 from elbolab.math import mean_flat, num_dims
-from elbolab.train.objective import LossOutput
+from elbolab.objectives import LossOutput, Objective
 
 __all__ = [
     "DiffusionObjective",
@@ -198,8 +199,8 @@ class LossAwareTimestepSampler:
         self.loss_counts = state["loss_counts"].detach().to(torch.long).cpu().clone()
 
 
-class DiffusionObjective:
-    """The DDPM loss for the Trainer (implements :class:`elbolab.train.objective.Objective`).
+class DiffusionObjective(Objective):
+    """The DDPM loss for the Trainer (implements :class:`elbolab.objectives.Objective`).
 
     ``loss(model, x, y, generator)`` draws t (uniformly or by importance) and eps ~ N(0, I), forms
     x_t = sqrt(alpha_bar_t) x + sqrt(1 - alpha_bar_t) eps and returns the weighted mean of the per-example

@@ -12,7 +12,8 @@ and the ELBO must lie below the exact log-likelihood.
 
 Both are ``nn.Module`` s with the network convention ``model(x_t, t, y=None)``: ``x_t: (B, ...)`` with
 prod(...) = D (images are flattened), ``t: (B,)`` long in 1..T; the output has x_t's shape and the
-diffusion's prediction kind (eps, x0, v or score).
+diffusion's prediction kind (eps, x0, v or score). ``t`` may also be float (continuous time in (0, T], the
+ODE solvers): the oracle is then exact at alpha_bar(t) = :meth:`GaussianDiffusion.alpha_bar_at`.
 """
 
 from __future__ import annotations
@@ -47,12 +48,20 @@ class GaussianMixtureOracle(nn.Module):
 
     def optimal_eps(self, x_t: Tensor, t: Tensor) -> Tensor:
         """E[eps | x_t] for ``x_t: (B, ...)`` and ``t: (B,)`` in 1..T, shape of x_t."""
-        t = self.diffusion.timesteps(t, x_t)
         flat = x_t.reshape(x_t.shape[0], -1)
         if flat.shape[1] != self.dim:
             raise ValueError(f"oracle for D = {self.dim} got x_t with {flat.shape[1]} dimensions per example")
-        abar = self.diffusion.table("alpha_bars")[t.cpu()].to(x_t.device)
+        abar = self._alpha_bar(t, x_t)
         return self.noisy_score_and_eps(flat, abar)[1].to(x_t.dtype).reshape(x_t.shape)
+
+    def _alpha_bar(self, t: Tensor, x_t: Tensor) -> Tensor:
+        """alpha_bar at ``t: (B,)`` (integer 1..T, or float in (0, T]), float64 ``(B,)`` on x_t's device."""
+        if isinstance(t, Tensor) and t.dtype.is_floating_point:
+            if t.shape != (x_t.shape[0],):
+                raise ValueError(f"t must have shape ({x_t.shape[0]},), got {tuple(t.shape)}")
+            return self.diffusion.alpha_bar_at(t.detach().double().cpu()).to(x_t.device)
+        t = self.diffusion.timesteps(t, x_t)
+        return self.diffusion.table("alpha_bars")[t.cpu()].to(x_t.device)
 
     def noisy_score_and_eps(self, x: Tensor, alpha_bar: Tensor) -> tuple[Tensor, Tensor]:
         """(grad log q(x_t), E[eps | x_t]) in float64 for ``x: (B, D)`` and ``alpha_bar: (B,)``."""
@@ -79,7 +88,7 @@ class GaussianMixtureOracle(nn.Module):
 
     def forward(self, x_t: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         eps = self.optimal_eps(x_t, t)
-        abar = self.diffusion.coef64("alpha_bars", self.diffusion.timesteps(t, x_t), x_t)
+        abar = self._alpha_bar(t, x_t).reshape(-1, *([1] * (x_t.ndim - 1)))
         return param.prediction_from_eps(self.diffusion.prediction, eps, x_t, abar)
 
     def log_prob(self, x0: Tensor) -> Tensor:

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from elbolab.config import PredictionKind, coerce
+from elbolab.config import coerce
+from elbolab.diffusion.config import PredictionKind
 
 __all__ = [
     "Prediction",

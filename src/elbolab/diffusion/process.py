@@ -8,6 +8,12 @@ Posterior (notes 000/001):  q(x_{t-1} | x_t, x_0) = N(mu_q(x_t, x_0), sigma_q2(t
 Reverse (decoder, learned): p_theta(x_{t-1} | x_t) = N(mu_theta(x_t, t), sigma_t^2 I), mu_theta = mu_q(x_t, x0_hat),
     sigma_t^2 = beta_t ("fixed large") or beta_tilde_t ("fixed small"), Ho et al. 2020, Sec. 3.2.
 
+Continuous time (same units, DESIGN.md): a float t in (0, T] with alpha_bar(t) = sigmoid(lambda(t)) the
+log-SNR interpolation of :meth:`NoiseSchedule.log_snr_at` (:meth:`GaussianDiffusion.alpha_bar_at`, the one
+interpolation every ODE solver and the likelihood use). The VE coordinates of the same process (NCSN's sigma
+levels, Karras et al. 2022) are x_VE = x / sqrt(alpha_bar), sigma_VE = sqrt((1 - alpha_bar) / alpha_bar) =
+exp(-lambda / 2), so one denoiser x0_hat(x, t) serves both (:mod:`elbolab.diffusion.loop`).
+
 Shapes: data ``x: (B, ...)`` (images ``(B, C, H, W)``, toy data ``(B, D)``); times ``t: (B,)`` long in 1..T
 (a Python int is broadcast to the batch). Per-time coefficients are gathered from float64 tables and cast
 to the data's dtype, broadcastable as ``(B, 1, ..., 1)``.
@@ -21,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from elbolab.config import VarianceKind, coerce
+from elbolab.config import coerce
+from elbolab.diffusion.config import VarianceKind
 from elbolab.diffusion import parameterization as param
 from elbolab.diffusion.parameterization import Prediction
 from elbolab.diffusion.schedules import NoiseSchedule
@@ -158,6 +165,40 @@ class GaussianDiffusion:
             )
         return t.to(device=x.device, dtype=torch.long)
 
+    # ---------------------------------------------------------------------------------------------
+    # continuous time
+    # ---------------------------------------------------------------------------------------------
+    def log_snr_at(self, t: Tensor | float) -> Tensor:
+        """lambda(t) = log(alpha_bar(t) / (1 - alpha_bar(t))) for float t in (0, T], float64 (CPU)."""
+        return self.schedule.log_snr_at(t)
+
+    def alpha_bar_at(self, t: Tensor | float) -> Tensor:
+        """alpha_bar(t) for float t in (0, T] (any shape), float64 on the CPU: ``alpha_bars[t]`` at integer t,
+        the monotone C^1 log-SNR interpolation in between (:meth:`NoiseSchedule.log_snr_at`)."""
+        return self.schedule.alpha_bar_at(t)
+
+    def sigma_ve_at(self, t: Tensor | float) -> Tensor:
+        """sigma_VE(t) = sqrt((1 - alpha_bar(t)) / alpha_bar(t)) = exp(-lambda(t) / 2), float64."""
+        return torch.exp(-0.5 * self.schedule.log_snr_at(t))
+
+    def t_from_sigma_ve(self, sigma: Tensor | float) -> Tensor:
+        """The t in (0, T] with sigma_VE(t) = ``sigma`` (float64), the inverse of :meth:`sigma_ve_at`."""
+        return self.schedule.t_from_log_snr(-2.0 * torch.log(torch.as_tensor(sigma, dtype=torch.float64)))
+
+    def split_output(self, model_out: Tensor, x_t: Tensor, alpha_bar: Tensor) -> tuple[Tensor, Tensor]:
+        """(x0_hat, eps_hat) of a network output at ``x_t`` whose noise level is ``alpha_bar`` (float64,
+        broadcastable to ``x_t``, e.g. a 0-dim tensor from :meth:`alpha_bar_at`). No validation of t: the
+        samplers check their times once, where they are entered."""
+        kind = self.prediction
+        if kind is Prediction.EPS:
+            return param.x0_from_eps(x_t, model_out, alpha_bar), model_out
+        if kind is Prediction.X0:
+            return model_out, param.eps_from_x0(x_t, model_out, alpha_bar)
+        if kind is Prediction.V:
+            return param.x0_from_v(x_t, model_out, alpha_bar), param.eps_from_v(x_t, model_out, alpha_bar)
+        eps = param.eps_from_score(model_out, alpha_bar)
+        return param.x0_from_eps(x_t, eps, alpha_bar), eps
+
     def coef(self, name: str, t: Tensor, x: Tensor) -> Tensor:
         """Gather table ``name`` at ``t: (B,)`` as ``x.dtype`` on ``x.device``, shaped ``(B, 1, ..., 1)``.
 
@@ -224,16 +265,7 @@ class GaussianDiffusion:
         """(x0_hat, eps_hat) implied by a network output of this diffusion's prediction kind."""
         t = self.timesteps(t, x_t)
         _same_shape(model_out, x_t, "model output", "x_t")
-        abar = self.coef64("alpha_bars", t, x_t)
-        kind = self.prediction
-        if kind is Prediction.EPS:
-            return param.x0_from_eps(x_t, model_out, abar), model_out
-        if kind is Prediction.X0:
-            return model_out, param.eps_from_x0(x_t, model_out, abar)
-        if kind is Prediction.V:
-            return param.x0_from_v(x_t, model_out, abar), param.eps_from_v(x_t, model_out, abar)
-        eps = param.eps_from_score(model_out, abar)
-        return param.x0_from_eps(x_t, eps, abar), eps
+        return self.split_output(model_out, x_t, self.coef64("alpha_bars", t, x_t))
 
     def predict_x0(self, model_out: Tensor, x_t: Tensor, t: Tensor | int) -> Tensor:
         """x0_hat(x_t, t) from a network output (any parameterisation)."""

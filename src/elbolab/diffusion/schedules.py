@@ -7,10 +7,18 @@ N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I).
 Convention (DESIGN.md): discrete time t in {1, ..., T}; every schedule tensor has length T + 1 and index 0
 means "no noise" (betas[0] = 0, alphas[0] = 1, alpha_bars[0] = 1, snr[0] = inf). Tensors are float64 on the
 CPU; :class:`~elbolab.diffusion.process.GaussianDiffusion` casts the entries it gathers.
+
+Continuous time (Kingma et al. 2021, "VDM"; Luo 2022, Sec. "VDM"): the process is fixed by its log
+signal-to-noise ratio lambda(t) = log(alpha_bar(t) / (1 - alpha_bar(t))), with alpha_bar = sigmoid(lambda)
+and 1 - alpha_bar = sigmoid(-lambda) (variance preserving). A discrete schedule is this process read at the
+grid t = 1..T; between grid points :meth:`NoiseSchedule.log_snr_at` is the monotone cubic Hermite
+interpolant of lambda (Fritsch & Carlson 1980, "PCHIP": C^1, strictly decreasing, exact at integer t) and on
+(0, 1) the power law SNR(t) = SNR(1) t^{lambda'(1)} (log-linear in t, C^1 at t = 1, lambda(0+) = +inf).
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 from typing import Sequence
@@ -18,7 +26,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from elbolab.config import ConfigError, ScheduleKind, coerce
+from elbolab.config import ConfigError, coerce
+from elbolab.diffusion.config import ScheduleKind
 
 __all__ = ["NoiseSchedule", "ScheduleError"]
 
@@ -170,6 +179,123 @@ class NoiseSchedule:
         out = torch.zeros_like(self.betas)
         out[1:] = (1.0 - self.alpha_bars[:-1]) / (1.0 - self.alpha_bars[1:]) * self.betas[1:]
         return out
+
+    # ---------------------------------------------------------------------------------------------
+    # continuous time: log-SNR interpolation
+    # ---------------------------------------------------------------------------------------------
+    def _hermite(self) -> tuple[Tensor, Tensor]:
+        """(lambda_1..lambda_T, d_1..d_T): grid values and PCHIP slopes d_k = lambda'(k), float64 (T,).
+
+        Interior slopes are the harmonic mean of the neighbouring secants (Fritsch & Carlson 1980 for a
+        uniform grid), the end slopes the one-sided secants; every |d_k| <= 2 min(|secants|), which keeps the
+        cubic strictly decreasing. T = 1 has no secant: d_1 = -1 (SNR(t) = SNR(1) / t on (0, 1])."""
+        cache = getattr(self, "_hermite_cache", None)
+        if cache is not None:
+            return cache
+        lam = self.log_snr[1:].clone()
+        if lam.numel() == 1:
+            d = torch.full_like(lam, -1.0)
+        else:
+            sec = lam[1:] - lam[:-1]  # (T - 1,), all < 0
+            d = torch.empty_like(lam)
+            d[0], d[-1] = sec[0], sec[-1]
+            if lam.numel() > 2:
+                d[1:-1] = 2.0 / (1.0 / sec[:-1] + 1.0 / sec[1:])
+        self._hermite_cache = (lam, d)
+        return lam, d
+
+    def log_snr_at(self, t: Tensor | float) -> Tensor:
+        """lambda(t) for float ``t`` in (0, T] (any shape), float64 on the CPU; equals ``log_snr[t]`` at
+        integer t. Values outside (0, T] raise a ValueError (checked here: call it once per sampler step,
+        not per element of a batch)."""
+        t = torch.as_tensor(t, dtype=torch.float64).cpu()
+        T = self.T
+        if t.numel() and (not bool(torch.isfinite(t).all()) or float(t.min()) <= 0.0 or float(t.max()) > T):
+            raise ValueError(f"continuous time t must lie in (0, {T}] (T = {T}), got values in "
+                             f"{float(t.min())!r}..{float(t.max())!r}")
+        lam, d = self._hermite()
+        if T == 1:
+            return lam[0] + d[0] * torch.log(t)
+        k = t.floor().clamp(1, T - 1).long()  # segment [k, k + 1]
+        u = t - k
+        l0, l1, d0, d1 = lam[k - 1], lam[k], d[k - 1], d[k]
+        u2, u3 = u * u, u * u * u
+        inner = (2 * u3 - 3 * u2 + 1) * l0 + (u3 - 2 * u2 + u) * d0 + (-2 * u3 + 3 * u2) * l1 + (u3 - u2) * d1
+        below = lam[0] + d[0] * torch.log(t.clamp_max(1.0))  # (0, 1): SNR(1) t^{d_1}
+        return torch.where(t < 1.0, below, inner)
+
+    def alpha_bar_at(self, t: Tensor | float) -> Tensor:
+        """alpha_bar(t) = sigmoid(lambda(t)) for float t in (0, T], float64; exactly ``alpha_bars[t]`` at integer t."""
+        t = torch.as_tensor(t, dtype=torch.float64).cpu()
+        out = torch.sigmoid(self.log_snr_at(t))
+        on_grid = t == t.round()
+        if bool(on_grid.any()):
+            out = torch.where(on_grid, self.alpha_bars[t.round().long().clamp(0, self.T)], out)
+        return out
+
+    def one_minus_alpha_bar_at(self, t: Tensor | float) -> Tensor:
+        """1 - alpha_bar(t) = sigmoid(-lambda(t)) without cancellation, float64; ``1 - alpha_bars[t]`` on the grid."""
+        t = torch.as_tensor(t, dtype=torch.float64).cpu()
+        out = torch.sigmoid(-self.log_snr_at(t))
+        on_grid = t == t.round()
+        if bool(on_grid.any()):
+            out = torch.where(on_grid, (1.0 - self.alpha_bars)[t.round().long().clamp(0, self.T)], out)
+        return out
+
+    def t_from_log_snr(self, log_snr: Tensor | float) -> Tensor:
+        """The inverse of :meth:`log_snr_at`: t in (0, T] with lambda(t) = ``log_snr`` (float64, any shape).
+
+        Exact on (0, 1) (the power law), Newton's method to machine precision on the PCHIP segments; values above
+        lambda(T) only (more noise than t = T) raise a ValueError."""
+        if isinstance(log_snr, float) or (isinstance(log_snr, Tensor) and log_snr.numel() == 1 and log_snr.ndim == 0):
+            return torch.tensor(self._t_from_log_snr_scalar(float(log_snr)), dtype=torch.float64)
+        lam_in = torch.as_tensor(log_snr, dtype=torch.float64).cpu()
+        lam, d = self._hermite()
+        T = self.T
+        lo_lam = float(lam[-1])
+        if lam_in.numel() and float(lam_in.min()) < lo_lam - 1e-12 * max(1.0, abs(lo_lam)):
+            raise ValueError(f"log-SNR {float(lam_in.min())!r} is below lambda(T) = {lo_lam!r}: no t in (0, {T}]")
+        lam_c = lam_in.clamp_min(lo_lam)
+        below = torch.exp((lam_c - lam[0]) / d[0])  # t < 1: lambda = lambda_1 + d_1 log t
+        if T == 1:
+            return below.clamp_max(1.0)
+        # segment k (lambda_k >= target >= lambda_{k+1}), then Newton on the (strictly monotone) cubic in u
+        k = (torch.searchsorted(-lam, -lam_c.reshape(-1), right=False).clamp(1, T - 1)).reshape(lam_c.shape)
+        l0, l1, d0, d1 = lam[k - 1], lam[k], d[k - 1], d[k]
+        u = ((lam_c - l0) / (l1 - l0)).clamp(0.0, 1.0)
+        for _ in range(30):
+            u2, u3 = u * u, u * u * u
+            f = (2 * u3 - 3 * u2 + 1) * l0 + (u3 - 2 * u2 + u) * d0 + (-2 * u3 + 3 * u2) * l1 + (u3 - u2) * d1
+            df = (6 * u2 - 6 * u) * l0 + (3 * u2 - 4 * u + 1) * d0 + (-6 * u2 + 6 * u) * l1 + (3 * u2 - 2 * u) * d1
+            u = (u - (f - lam_c) / df).clamp(0.0, 1.0)
+        inner = k.double() + u
+        return torch.where(lam_c > lam[0], below, inner)
+
+    def _t_from_log_snr_scalar(self, target: float) -> float:
+        """:meth:`t_from_log_snr` for one value in plain floats (the likelihood ODE asks once per evaluation)."""
+        cache = getattr(self, "_hermite_lists", None)
+        if cache is None:
+            lam_t, d_t = self._hermite()
+            cache = self._hermite_lists = ([-v for v in lam_t.tolist()], lam_t.tolist(), d_t.tolist())
+        neg, lam, d = cache
+        T = self.T
+        if not math.isfinite(target) or target < lam[-1] - 1e-12 * max(1.0, abs(lam[-1])):
+            raise ValueError(f"log-SNR {target!r} is below lambda(T) = {lam[-1]!r}: no t in (0, {T}]")
+        target = max(target, lam[-1])
+        if target > lam[0] or T == 1:
+            return min(math.exp((target - lam[0]) / d[0]), 1.0)
+        k = min(max(bisect.bisect_left(neg, -target), 1), T - 1)
+        l0, l1, d0, d1 = lam[k - 1], lam[k], d[k - 1], d[k]
+        u = min(max((target - l0) / (l1 - l0), 0.0), 1.0)
+        for _ in range(30):
+            u2, u3 = u * u, u * u * u
+            f = (2 * u3 - 3 * u2 + 1) * l0 + (u3 - 2 * u2 + u) * d0 + (-2 * u3 + 3 * u2) * l1 + (u3 - u2) * d1
+            df = (6 * u2 - 6 * u) * l0 + (3 * u2 - 4 * u + 1) * d0 + (-6 * u2 + 6 * u) * l1 + (3 * u2 - 2 * u) * d1
+            step = (f - target) / df
+            u = min(max(u - step, 0.0), 1.0)
+            if abs(step) < 1e-15:
+                break
+        return k + u
 
     def __repr__(self) -> str:
         return (

@@ -15,12 +15,13 @@ from elbolab.evaluate.fid import (FeatureStats, FIDResult, StatsAccumulator, fea
 from elbolab.evaluate.inception_score import ConfidenceResult, ISResult, confident_fraction, inception_score
 from elbolab.evaluate.kid import KIDResult, kid_from_features, mmd2_unbiased, polynomial_kernel
 from elbolab.evaluate.pipeline import (EvalResult, EvalSettings, Metric, classifier_confidence, evaluate_bpd,
-                                       evaluate_run, evaluate_samples, parse_metrics)
+                                       evaluate_folder, evaluate_samples, parse_metrics)
 from elbolab.evaluate.precision_recall import PRResult, precision_recall
 from elbolab.evaluate.reference import ExtractedFeatures, Reference, extract_features, load_reference
 from elbolab.evaluate.report import (QualityRow, format_eval_table, format_quality_table, result_to_dict,
                                      write_metrics_json)
-from elbolab.evaluate.samples import SampleSet, generate_samples, load_samples_npz, save_samples_npz
+from elbolab.evaluate.samples import (SampleBatch, SampleSet, draw_in_batches, generate_samples, load_samples_npz,
+                                      save_samples_npz)
 
 __all__ = [
     "BitsPerDim", "BPDAccumulator", "BPDMethod", "diffusion_bound_fn", "summarize_bpd",
@@ -30,9 +31,9 @@ __all__ = [
     "sqrtm_psd", "trace_sqrt_product",
     "ConfidenceResult", "ISResult", "confident_fraction", "inception_score",
     "KIDResult", "kid_from_features", "mmd2_unbiased", "polynomial_kernel",
-    "EvalResult", "EvalSettings", "Metric", "classifier_confidence", "evaluate_bpd", "evaluate_run", "evaluate_samples", "parse_metrics",
+    "EvalResult", "EvalSettings", "Metric", "classifier_confidence", "evaluate_bpd", "evaluate_folder", "evaluate_samples", "parse_metrics",
     "PRResult", "precision_recall",
     "ExtractedFeatures", "Reference", "extract_features", "load_reference",
     "QualityRow", "format_eval_table", "format_quality_table", "result_to_dict", "write_metrics_json",
-    "SampleSet", "generate_samples", "load_samples_npz", "save_samples_npz",
+    "SampleBatch", "SampleSet", "draw_in_batches", "generate_samples", "load_samples_npz", "save_samples_npz",
 ]

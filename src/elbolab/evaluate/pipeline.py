@@ -1,5 +1,5 @@
 """Evaluation entry points: samples -> metrics (:func:`evaluate_samples`), a likelihood bound -> bits/dim
-(:func:`evaluate_bpd`), and a run folder -> ``metrics.json`` (:func:`evaluate_run`, behind ``elbolab eval``).
+(:func:`evaluate_bpd`), and a run folder -> ``metrics.json`` (:func:`evaluate_folder`, behind ``elbolab eval``).
 
 Sample metrics use the dataset's shipped feature network (:mod:`elbolab.evaluate.features`) and cached
 features of real data (:mod:`elbolab.evaluate.reference`); the reference defaults to the training split, as
@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from elbolab.config import DataConfig, RunConfig, load_toml
+from elbolab.run_format import CONFIG_FILE
 from elbolab.data import load_dataset
 from elbolab.data.transforms import to_float
 from elbolab.evaluate.bpd import BitsPerDim, BPDAccumulator, BPDMethod
@@ -127,7 +128,7 @@ def evaluate_samples(samples: torch.Tensor | np.ndarray | SampleSet, dataset: st
     cfg = settings or EvalSettings()
     if Metric.BPD in wanted and bpd is None:
         raise ValueError("metric 'bpd' needs the model's likelihood bound: compute it with evaluate_bpd(...) "
-                         "and pass bpd=, or use evaluate_run")
+                         "and pass bpd=, or use evaluate_folder")
     meta: dict[str, Any] = {}
     sample_seconds = 0.0
     if isinstance(samples, SampleSet):
@@ -195,7 +196,7 @@ BoundFn = Callable[[torch.Tensor, torch.Generator], dict[str, torch.Tensor]]
 def evaluate_bpd(bound_fn: BoundFn, dataset: str, method: BPDMethod | str, *, split: str = "test",
                  data_dir: str = "", n: int = 0, batch_size: int = 100, seed: int = 0,
                  images: torch.Tensor | None = None, progress: bool = True,
-                 extra: dict[str, float] | None = None) -> BitsPerDim:
+                 extra: dict[str, float] | None = None, device: str | torch.device = "cpu") -> BitsPerDim:
     """Bits/dim of a likelihood bound on real images: the first ``n`` (0 = all) of ``dataset``/``split``, or
     ``images`` (N, C, H, W) uint8 if given. ``bound_fn`` returns per-image terms in bits/dim."""
     if images is None:
@@ -206,27 +207,27 @@ def evaluate_bpd(bound_fn: BoundFn, dataset: str, method: BPDMethod | str, *, sp
     if images.dtype != torch.uint8 or images.dim() != 4:
         raise ValueError(f"bits/dim needs 8-bit images (N, C, H, W), got dtype {images.dtype}, "
                          f"shape {tuple(images.shape)}")
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device).manual_seed(seed)
     acc = BPDAccumulator()
     for i in tqdm(range(0, images.shape[0], batch_size), desc="bits/dim", disable=not progress):
         with torch.no_grad():
-            acc.update(bound_fn(to_float(images[i : i + batch_size]), gen))
+            acc.update(bound_fn(to_float(images[i : i + batch_size]).to(device), gen))
     return acc.result(method, extra)
 
 
 def run_dataset(run_dir: str | os.PathLike[str]) -> tuple[RunConfig, str, str]:
     """(config, dataset name, data_dir) of a run folder, read from its ``config.toml``."""
-    cfg = load_toml(Path(run_dir) / "config.toml", RunConfig)
+    cfg = load_toml(Path(run_dir) / CONFIG_FILE, RunConfig)
     return cfg, cfg.data.name, cfg.data.data_dir
 
 
-def evaluate_run(run_dir: str | os.PathLike[str], metrics: Iterable[Metric | str] | str, *, n: int = 10000,
+def evaluate_folder(run_dir: str | os.PathLike[str], metrics: Iterable[Metric | str] | str, *, n: int = 10000,
                  sample_fn: SampleFn | None = None, samples_path: str | os.PathLike[str] | None = None,
                  bound_fn: BoundFn | None = None, bpd_method: BPDMethod | str = BPDMethod.DISCRETIZED_GAUSSIAN,
                  bpd_n: int = 0, dataset: str | None = None, data_dir: str | None = None,
                  reference_split: str = "train", reference_limit: int = 0, sample_batch_size: int = 256, seed: int = 0,
                  sample_meta: dict[str, Any] | None = None, settings: EvalSettings | None = None,
-                 write: bool = True, progress: bool = True) -> EvalResult:
+                 write: bool = True, progress: bool = True, device: str | torch.device = "cpu") -> EvalResult:
     """Evaluate a trained run folder and write ``<run>/metrics.json`` (``elbolab eval RUN``).
 
     Samples come from ``samples_path`` (an .npz from :func:`save_samples_npz`) if given, else are drawn with
@@ -250,7 +251,7 @@ def evaluate_run(run_dir: str | os.PathLike[str], metrics: Iterable[Metric | str
                 sample_set.images = sample_set.images[:n]
             logger.info("reusing %d samples from %s", sample_set.images.shape[0], samples_path)
         elif sample_fn is not None:
-            sample_set = generate_samples(sample_fn, n, sample_batch_size, torch.Generator().manual_seed(seed),
+            sample_set = generate_samples(sample_fn, n, sample_batch_size, torch.Generator(device).manual_seed(seed),
                                           progress=progress, meta={**(sample_meta or {}), "seed": seed, "n": n})
             save_samples_npz(run_dir / "samples" / f"eval_{n}.npz", sample_set.images, meta=sample_set.meta)
         else:
@@ -259,7 +260,8 @@ def evaluate_run(run_dir: str | os.PathLike[str], metrics: Iterable[Metric | str
     if Metric.BPD in wanted:
         if bound_fn is None:
             raise ValueError("metric 'bpd' needs bound_fn (the model's per-image likelihood bound)")
-        bpd = evaluate_bpd(bound_fn, dataset, bpd_method, data_dir=data_dir, n=bpd_n, seed=seed, progress=progress)
+        bpd = evaluate_bpd(bound_fn, dataset, bpd_method, data_dir=data_dir, n=bpd_n, seed=seed, progress=progress,
+                           device=device)
     if sample_set is not None:
         result = evaluate_samples(sample_set, dataset, wanted, reference_split=reference_split, data_dir=data_dir,
                                   reference_limit=reference_limit, settings=settings, bpd=bpd, progress=progress)

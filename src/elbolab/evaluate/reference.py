@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from elbolab.config import DataConfig, atomic_write_bytes
+from elbolab.config import DataConfig
+from elbolab.io import atomic_write_bytes
 from elbolab.data import load_dataset
 from elbolab.data.download import cache_root
 from elbolab.data.transforms import to_float

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from elbolab.config import atomic_write_text
+from elbolab.io import atomic_write_text
 from elbolab.evaluate.pipeline import EvalResult
 
 

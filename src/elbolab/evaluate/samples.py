@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from elbolab.config import atomic_write_bytes
+from elbolab.io import atomic_write_bytes
 from elbolab.data.transforms import to_uint8
 
 logger = logging.getLogger(__name__)
@@ -89,24 +89,55 @@ def load_samples_npz(path: str | os.PathLike[str]) -> SampleSet:
                      labels=None if labels is None else torch.from_numpy(labels.astype(np.int64)), meta=meta)
 
 
-def generate_samples(sample_fn: SampleFn, n: int, batch_size: int = 256, generator: torch.Generator | None = None,
-                     progress: bool = True, meta: dict[str, Any] | None = None) -> SampleSet:
-    """Draw ``n`` samples in batches with ``sample_fn(batch, generator)``, quantised to uint8, with a progress bar."""
+@dataclass
+class SampleBatch:
+    """Samples ``images: (N, C, H, W)`` float in [-1, 1], optional ``labels: (N,)``, network evaluations ``nfe``
+    per sample, and ``method``: how they were drawn (e.g. "ddim-50", "ancestral-1000", "generator")."""
+
+    images: torch.Tensor
+    labels: torch.Tensor | None
+    nfe: int
+    method: str = ""
+
+
+#: ``batch_fn(batch_size, generator) -> SampleBatch`` (or a tensor of float images)
+BatchFn = Callable[[int, torch.Generator], "SampleBatch | torch.Tensor"]
+
+
+def draw_in_batches(batch_fn: BatchFn, n: int, batch_size: int, generator: torch.Generator, *,
+                    progress: bool = False) -> SampleBatch:
+    """The one sample-batching loop: ``n`` samples, ``batch_size`` at a time, all from one ``generator`` (so the
+    same seed gives the same samples for any ``n``'s prefix with the same batch size); images moved to the CPU."""
     if n <= 0 or batch_size <= 0:
         raise ValueError(f"n = {n}, batch_size = {batch_size}: both must be > 0")
-    gen = generator if generator is not None else torch.Generator().manual_seed(0)
-    chunks = []
-    t0 = time.perf_counter()
+    images, labels, nfe, method = [], [], 0, ""
     with tqdm(total=n, desc="sampling", unit="img", disable=not progress) as bar:
         done = 0
         while done < n:
             b = min(batch_size, n - done)
-            x = sample_fn(b, gen)
+            out = batch_fn(b, generator)
+            batch = out if isinstance(out, SampleBatch) else SampleBatch(images=out, labels=None, nfe=0)
+            x = batch.images
             if x.dim() != 4 or x.shape[0] != b:
-                raise ValueError(f"sample_fn({b}, generator) returned shape {tuple(x.shape)}: expected ({b}, C, H, W)")
-            chunks.append(as_uint8_images(x))
+                raise ValueError(f"the sampler returned shape {tuple(x.shape)} for a batch of {b}: "
+                                 f"expected ({b}, C, H, W)")
+            images.append(x.float().cpu())
+            if batch.labels is not None:
+                labels.append(batch.labels.cpu())
+            nfe, method = batch.nfe, batch.method
             done += b
             bar.update(b)
+    return SampleBatch(images=torch.cat(images), labels=torch.cat(labels) if labels else None, nfe=nfe,
+                       method=method)
+
+
+def generate_samples(sample_fn: BatchFn, n: int, batch_size: int = 256, generator: torch.Generator | None = None,
+                     progress: bool = True, meta: dict[str, Any] | None = None) -> SampleSet:
+    """Draw ``n`` samples with :func:`draw_in_batches`, quantised to uint8, with a progress bar."""
+    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    t0 = time.perf_counter()
+    batch = draw_in_batches(sample_fn, n, batch_size, gen, progress=progress)
     seconds = time.perf_counter() - t0
     logger.info("drew %d samples in %.1f s (%.4f s/img)", n, seconds, seconds / n)
-    return SampleSet(images=torch.cat(chunks), meta=dict(meta or {}), seconds=seconds)
+    return SampleSet(images=as_uint8_images(batch.images), labels=batch.labels, meta=dict(meta or {}),
+                     seconds=seconds)

@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from safetensors.torch import save
 from tqdm import tqdm
 
-from elbolab.config import DataConfig, Precision, atomic_write_bytes, atomic_write_text
+from elbolab.config import DataConfig, Precision
+from elbolab.io import atomic_write_bytes, atomic_write_text
 from elbolab.data import load_dataset, to_float
 from elbolab.evaluate.features import (FeatureDataset, FeatureNet, FeatureNetConfig, feature_dataset,
                                        sha256_file, weights_paths)

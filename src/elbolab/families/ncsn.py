@@ -1,22 +1,28 @@
 """The NCSN family: a noise-conditional score network on the project's U-Net, trained by denoising score
-matching over geometric noise levels and sampled by annealed Langevin dynamics (Song & Ermon 2019, 2020)."""
+matching over geometric noise levels and sampled by annealed Langevin dynamics (Song & Ermon 2019, 2020).
+
+Its ``[model]`` section is :class:`NCSNConfig` (``[model.unet]``, ``[model.score]``).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from elbolab.config import RunConfig, SamplerKind
-from elbolab.diffusion.guidance import LabelDropout, guided_sampling
-from elbolab.families.base import BoundFn, DropLabels, SampleBatch, SampleRequest
-from elbolab.families.ddpm import DDPMFamily
-from elbolab.nn.precision import with_precision
+from elbolab.config import RunConfig, check_range
+from elbolab.families import register
+from elbolab.families.base import ModelFamily, SampleBatch, SampleRequest, SamplerSpec
+from elbolab.families.ddpm import conditional_objective, prepare_sampling, unet_for_data
+from elbolab.nn.config import UNetConfig
 from elbolab.nn.unet import build_unet
+from elbolab.objectives import Objective
 from elbolab.score import (NCSN, DenoisingScoreMatching, annealed_langevin, choose_eps, levels_from_config,
                            resolve_score_config)
+from elbolab.score.config import ScoreConfig
 
 logger = logging.getLogger(__name__)
 
@@ -24,57 +30,94 @@ logger = logging.getLogger(__name__)
 SIGMA_1_SUBSET = 10000
 
 
-class NCSNFamily:
-    """Builds and samples NCSN runs (``family = "ncsn"``). NCSNs have no likelihood bound (``bpd_method = None``)."""
+@dataclass
+class NCSNConfig:
+    """``[model]`` of an NCSN run: the U-Net and the noise levels / Langevin settings."""
 
-    bpd_method = None
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+
+
+@dataclass(frozen=True)
+class AnnealedLangevinOptions:
+    """``steps``: Langevin steps per noise level (T of Algorithm 1; 0 = ``score.steps_per_level``); ``eps``: the
+    step-size constant (0 = the run's ``score.eps`` at its own T, else Technique 4 of Song & Ermon 2020 for T)."""
+
+    steps: int = 0
+    eps: float = 0.0
+
+    def validate(self, prefix: str) -> None:
+        check_range(self, prefix, non_negative=("steps", "eps"))
+
+
+class NCSNFamily(ModelFamily):
+    """Builds and samples NCSN runs (``family = "ncsn"``). NCSNs have no likelihood bound."""
+
+    name = "ncsn"
+    config_cls = NCSNConfig
+    samplers = {"annealed_langevin": SamplerSpec(annealed_langevin, AnnealedLangevinOptions,
+                                                 "Algorithm 1 of Song & Ermon 2019")}
+    default_sampler = "annealed_langevin"
+    tiny_overrides = ("unet.base_channels=4", "unet.channel_mults=[1,2]", "unet.num_res_blocks=1",
+                      "unet.attention_resolutions=[]", "unet.head_dim=4", "unet.groups=4", "score.num_levels=4",
+                      "score.sigma_1=20.0", "score.sigma_L=0.1", "score.steps_per_level=1")
 
     def adapt_to_data(self, cfg: RunConfig, image_shape: tuple[int, int, int], num_classes: int) -> RunConfig:
-        """The U-Net input as for a DDPM, and the automatic (0) values of ``[score]`` resolved from the data."""
-        cfg = DDPMFamily().adapt_to_data(cfg, image_shape, num_classes)
-        s = cfg.score
-        if s.sigma_1 and s.num_levels and s.eps:
-            return cfg
-        data = None
-        if not s.sigma_1:
-            from elbolab.data import load_dataset
+        """The U-Net input as for a DDPM, and the automatic (0) values of ``[model.score]`` resolved from the data."""
+        m = dataclasses.replace(cfg.model, unet=unet_for_data(cfg.model.unet, image_shape, num_classes))
+        s = m.score
+        if not (s.sigma_1 and s.num_levels and s.eps):
+            data = None
+            if not s.sigma_1:
+                from elbolab.data import load_dataset
 
-            ds = load_dataset(cfg.data)
-            idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:SIGMA_1_SUBSET]
-            data, _ = ds.batch(idx)
-        resolved = resolve_score_config(s, data, dim=int(image_shape[0] * image_shape[1] * image_shape[2]))
-        logger.info("noise levels: sigma_1 = %.4g, sigma_L = %.4g, L = %d; Langevin eps = %.4g, T = %d",
-                    resolved.sigma_1, resolved.sigma_L, resolved.num_levels, resolved.eps, resolved.steps_per_level)
-        return dataclasses.replace(cfg, score=resolved)
+                ds = load_dataset(cfg.data)
+                idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:SIGMA_1_SUBSET]
+                data, _ = ds.batch(idx)
+            s = resolve_score_config(s, data, dim=int(image_shape[0] * image_shape[1] * image_shape[2]))
+            logger.info("noise levels: sigma_1 = %.4g, sigma_L = %.4g, L = %d; Langevin eps = %.4g, T = %d",
+                        s.sigma_1, s.sigma_L, s.num_levels, s.eps, s.steps_per_level)
+        return dataclasses.replace(cfg, model=dataclasses.replace(m, score=s))
+
+    def num_classes(self, cfg: RunConfig) -> int:
+        return cfg.model.unet.num_classes
+
+    def image_shape(self, cfg: RunConfig) -> tuple[int, int, int]:
+        u = cfg.model.unet
+        return (u.in_channels, u.image_size, u.image_size)
 
     def build_model(self, cfg: RunConfig) -> nn.Module:
-        return NCSN(build_unet(cfg.unet))
+        return NCSN(build_unet(cfg.model.unet))
 
-    def build_objective(self, cfg: RunConfig) -> LabelDropout | DropLabels:
-        objective = DenoisingScoreMatching(levels_from_config(cfg.score))
-        if not cfg.unet.num_classes:
-            return DropLabels(objective)
-        return LabelDropout(objective, cfg.diffusion.p_uncond)
+    def build_objective(self, cfg: RunConfig) -> Objective:
+        m = cfg.model
+        return conditional_objective(DenoisingScoreMatching(levels_from_config(m.score)), m.unet.num_classes,
+                                     m.score.p_uncond)
 
     def sample(self, cfg: RunConfig, model: nn.Module, n: int, generator: torch.Generator,
                request: SampleRequest) -> SampleBatch:
-        """Annealed Langevin with the run's levels; ``request.steps`` overrides T (steps per level), and then eps
-        is re-chosen for it by Technique 4 unless T is the config's."""
-        kind = SamplerKind(request.sampler or cfg.sample.sampler)
-        if kind is not SamplerKind.ANNEALED_LANGEVIN:
-            raise ValueError(f"sampler {kind.value!r}: an NCSN run samples with "
-                             f"{SamplerKind.ANNEALED_LANGEVIN.value!r} (annealed Langevin dynamics)")
-        levels = levels_from_config(cfg.score)
-        T = request.steps or cfg.score.steps_per_level
-        eps = cfg.score.eps if T == cfg.score.steps_per_level else choose_eps(T, levels.gamma, levels.sigma_L)
-        device = next(model.parameters()).device
-        model = with_precision(model, cfg.sample.precision)
-        guided = guided_sampling(model, cfg.unet.num_classes, n, label=request.label, w=request.guidance,
-                                 device=device)
-        shape = (n, cfg.unet.in_channels, cfg.unet.image_size, cfg.unet.image_size)
-        res = annealed_langevin(guided.model, shape, levels, steps=T, eps=eps, generator=generator,
-                                cond=guided.labels, final_denoise=cfg.score.final_denoise)
-        return SampleBatch(images=res.sample.clamp(-1, 1), labels=guided.labels, nfe=res.nfe)
+        """Annealed Langevin with the run's levels; the option ``steps`` overrides T (steps per level), and eps is
+        then re-chosen for it by Technique 4 unless given."""
+        name, opts = self.sampler_options(cfg, request)
+        s = cfg.model.score
+        levels = levels_from_config(s)
+        T = opts.steps or s.steps_per_level
+        eps = opts.eps or (s.eps if T == s.steps_per_level else choose_eps(T, levels.gamma, levels.sigma_L))
+        guided, shape = prepare_sampling(cfg, cfg.model.unet, model, n, request)
+        res = self.samplers[name].fn(guided.model, shape, levels, steps=T, eps=eps, generator=generator,
+                                     cond=guided.labels, final_denoise=s.final_denoise)
+        return SampleBatch(images=res.sample.clamp(-1, 1), labels=guided.labels, nfe=res.nfe,
+                           method=f"{name}-{T}")
 
-    def bound_fn(self, cfg: RunConfig, model: nn.Module, exact: bool) -> BoundFn | None:
-        return None
+    def upgrade_legacy_model(self, sections, model_fields):
+        model = super().upgrade_legacy_model(sections, model_fields)
+        if "p_uncond" in sections.get("diffusion", {}):  # format 1 kept the label dropout in [diffusion]
+            model.setdefault("score", {})["p_uncond"] = sections["diffusion"]["p_uncond"]
+        return model
+
+    def upgrade_legacy_sample(self, sample):
+        # format 1 ignored [sample] steps for NCSN runs (T came from [score]): keep it so
+        return {k: v for k, v in sample.items() if k in ("n", "precision")}
+
+
+register(NCSNFamily())

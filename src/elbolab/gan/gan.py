@@ -4,12 +4,19 @@ adversarial objective that trains them through the shared :class:`~elbolab.train
 The objective is an :class:`~elbolab.train.AdversarialObjective`: two parameter groups (``discriminator``,
 ``generator``), a plan of ``n_critic`` discriminator updates (each on a fresh batch) followed by one
 generator update (on the last batch, whose labels a conditional generator reuses), and an EMA of the
-generator. Which game is played is :class:`~elbolab.config.GANLoss`:
+generator. Which game is played is :class:`~elbolab.gan.config.GANLoss`:
 
 - ``minimax``: D minimises -L(D, G), G minimises E log(1 - D(G(z))) -- the notes' min_G max_D L(D, G);
 - ``non_saturating``: same D, G minimises -E log D(G(z)) (Goodfellow et al. 2014, Sec. 3);
 - ``wasserstein_gp``: the critic minimises E f(G(z)) - E f(x) + lambda E (||grad f(x_hat)|| - 1)^2 over
-  interpolates x_hat, G minimises -E f(G(z)) (Algorithm 1 of Gulrajani et al. 2017).
+  interpolates x_hat, G minimises -E f(G(z)) (Algorithm 1 of Gulrajani et al. 2017);
+- ``hinge``: D minimises E max(0, 1 - l(x)) + E max(0, 1 + l(G(z))), G minimises -E l(G(z)) (Miyato et al.
+  2018, eq. 17-18), usually with a spectrally normalised D (``spectral_norm``).
+
+Any game may add the R1 penalty of Mescheder et al. 2018 (eq. 9) to the discriminator's loss,
+``gamma / 2 E_{x ~ p_r} ||grad_x l(x)||^2`` (``r1_gamma``); the generator's EMA comes from the Trainer
+(``ema_group() = "generator"``), the two time-scale learning rates (TTUR, Heusel et al. 2017) from ``g_lr`` /
+``d_lr``.
 
 A GAN has no likelihood: there is no ELBO and no bits/dim, only sample metrics (FID, KID, IS, precision/recall).
 """
@@ -23,10 +30,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from elbolab.config import GANArchitecture, GANConfig, GANLoss
-from elbolab.gan.losses import discriminator_loss, generator_loss, gradient_penalty, interpolates
+from elbolab.gan.config import GANArchitecture, GANConfig, GANLoss
+from elbolab.gan.losses import (discriminator_loss, game, generator_loss, gradient_penalty, interpolates,
+                                squared_input_gradient_norm)
 from elbolab.nn.gan_nets import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator
-from elbolab.train.objective import LossOutput, ParamGroup, UpdatePhase
+from elbolab.objectives import AdversarialObjective, LossOutput, ParamGroup, UpdatePhase
 
 logger = logging.getLogger(__name__)
 
@@ -103,35 +111,42 @@ def build_gan(cfg: GANConfig, data_shape: Sequence[int] | None = None) -> GAN:
     ``(D,)`` for toy data, which needs ``architecture = "mlp"``)."""
     shape = tuple(data_shape) if data_shape is not None else (cfg.in_channels, cfg.image_size, cfg.image_size)
     arch = GANArchitecture(cfg.architecture)
+    sn = cfg.spectral_norm  # Miyato et al. 2018 on every D layer
     if arch is GANArchitecture.DCGAN:
         if len(shape) != 3 or shape[1] != shape[2]:
             raise ValueError(f"gan.architecture = 'dcgan' needs square images (C, S, S), got data shape {shape}; "
                              "use 'mlp' for toy data")
         c, s, _ = shape
         g: nn.Module = DCGANGenerator(cfg.latent_dim, c, s, cfg.g_channels, cfg.num_classes, cfg.g_norm)
-        d: nn.Module = DCGANDiscriminator(c, s, cfg.d_channels, cfg.num_classes)
+        d: nn.Module = DCGANDiscriminator(c, s, cfg.d_channels, cfg.num_classes, spectral_norm=sn)
     else:
         g = MLPGenerator(cfg.latent_dim, shape, cfg.hidden, cfg.depth, cfg.num_classes, tanh_output=len(shape) == 3)
-        d = MLPDiscriminator(shape, cfg.hidden, cfg.depth, cfg.num_classes)
+        d = MLPDiscriminator(shape, cfg.hidden, cfg.depth, cfg.num_classes, spectral_norm=sn)
     return GAN(g, d, cfg.latent_dim, cfg.num_classes)
 
 
-class GANObjective:
+class GANObjective(AdversarialObjective):
     """The adversarial objective of a :class:`GAN` (an :class:`~elbolab.train.AdversarialObjective`).
 
-    ``loss``: the game (:class:`~elbolab.config.GANLoss`); ``n_critic``: discriminator updates per generator
-    update; ``gp_weight``: lambda of the gradient penalty (``wasserstein_gp``); ``g_lr`` / ``d_lr``: per-group
-    learning rates (None = ``TrainConfig.lr``). Logged per step: ``discriminator/d_real`` and
+    ``loss``: the game (:class:`~elbolab.gan.config.GANLoss` or ``"hinge"``); ``n_critic``: discriminator
+    updates per generator update; ``gp_weight``: lambda of the gradient penalty (``wasserstein_gp``); ``g_lr`` /
+    ``d_lr``: per-group learning rates (None = ``TrainConfig.lr``; d_lr > g_lr is TTUR); ``r1_gamma``: gamma of
+    the R1 penalty (0 = off). Logged per step: ``discriminator/d_real`` and
     ``discriminator/d_fake`` (mean D(x), D(G(z)) as probabilities, or mean critic values for WGAN-GP),
-    ``discriminator/gp`` and ``discriminator/w_estimate`` = E f(x) - E f(G(z)) (WGAN-GP), ``generator/d_fake``.
+    ``discriminator/gp`` and ``discriminator/w_estimate`` = E f(x) - E f(G(z)) (WGAN-GP), ``generator/d_fake``;
+    ``r1_gamma > 0`` adds ``gamma / 2 E ||grad_x l(x)||^2`` on the real batch (logged: ``discriminator/r1``,
+    the expectation without the factor). For the hinge game d_real / d_fake are sigmoid(logit) too, though
+    its logits are not log-odds.
     """
 
     def __init__(self, loss: GANLoss | str = GANLoss.NON_SATURATING, n_critic: int = 1, gp_weight: float = 10.0,
-                 g_lr: float | None = None, d_lr: float | None = None) -> None:
-        try:
-            self.kind = GANLoss(loss)
-        except ValueError:
-            raise ValueError(f"GAN loss {loss!r}; choices: {', '.join(k.value for k in GANLoss)}") from None
+                 g_lr: float | None = None, d_lr: float | None = None, r1_gamma: float = 0.0) -> None:
+        value = game(loss)
+        # a GANLoss member where the enum has the value (str Enum: compares equal to its value either way)
+        self.kind: GANLoss | str = GANLoss(value) if value in {k.value for k in GANLoss} else value
+        if not r1_gamma >= 0:
+            raise ValueError(f"r1_gamma = {r1_gamma!r} must be >= 0")
+        self.r1_gamma = float(r1_gamma)
         if isinstance(n_critic, bool) or not isinstance(n_critic, int) or n_critic < 1:
             raise ValueError(f"n_critic = {n_critic!r} must be an integer >= 1")
         if gp_weight < 0:
@@ -140,7 +155,8 @@ class GANObjective:
 
     @classmethod
     def from_config(cls, cfg: GANConfig) -> "GANObjective":
-        return cls(cfg.loss, cfg.n_critic, cfg.gp_weight, g_lr=cfg.g_lr or None, d_lr=cfg.d_lr or None)
+        return cls(cfg.loss, cfg.n_critic, cfg.gp_weight, g_lr=cfg.g_lr or None, d_lr=cfg.d_lr or None,
+                   r1_gamma=cfg.r1_gamma)
 
     # ---- AdversarialObjective ----------------------------------------------------------------------
     def param_groups(self) -> dict[str, ParamGroup]:
@@ -181,6 +197,8 @@ class GANObjective:
         with torch.no_grad():
             fake = model.generator(z, y)
         fake = fake.to(x.dtype)
+        if self.r1_gamma > 0:
+            x = x.detach().requires_grad_(True)
         both = model.discriminator(torch.cat([x, fake]), None if y is None else torch.cat([y, y]))
         real_logits, fake_logits = both.split(x.shape[0])
         loss = discriminator_loss(self.kind, real_logits, fake_logits)
@@ -188,7 +206,11 @@ class GANObjective:
         if self.kind is GANLoss.WASSERSTEIN_GP:
             metrics["w_estimate"] = -float(loss.detach())
             if self.gp_weight > 0:
-                gp = gradient_penalty(lambda h: model.discriminator(h, y), interpolates(x, fake, generator))
+                gp = gradient_penalty(lambda h: model.discriminator(h, y), interpolates(x.detach(), fake, generator))
                 loss = loss + self.gp_weight * gp
                 metrics["gp"] = float(gp.detach())
+        if self.r1_gamma > 0:
+            r1 = squared_input_gradient_norm(real_logits, x).mean()
+            loss = loss + 0.5 * self.r1_gamma * r1
+            metrics["r1"] = float(r1.detach())
         return LossOutput(loss, metrics)

@@ -1,4 +1,5 @@
-"""GAN losses as pure functions of discriminator logits, and the gradient penalty of WGAN-GP.
+"""GAN losses as pure functions of discriminator logits (minimax, non-saturating, Wasserstein, hinge), the
+gradient penalty of WGAN-GP and the R1 penalty of Mescheder et al. 2018.
 
 Notation of the lecture notes (003): D(x) = sigmoid(l(x)) is the probability that x is real, with logit
 l = ``real_logits`` for x ~ p_r and l = ``fake_logits`` for x = G(z), z ~ p_z. The value of the game is
@@ -19,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from elbolab.config import GANLoss
+from elbolab.gan.config import GANLoss
 
 __all__ = [
     "minimax_discriminator_loss",
@@ -27,11 +28,20 @@ __all__ = [
     "non_saturating_generator_loss",
     "wasserstein_critic_loss",
     "wasserstein_generator_loss",
+    "hinge_discriminator_loss",
+    "hinge_generator_loss",
+    "HINGE",
+    "game",
     "discriminator_loss",
     "generator_loss",
     "interpolates",
     "gradient_penalty",
+    "r1_penalty",
+    "squared_input_gradient_norm",
 ]
+
+#: value of the hinge game (``GANLoss.HINGE`` once the config enum has it; the string is accepted everywhere)
+HINGE = "hinge"
 
 
 def _f32(t: Tensor) -> Tensor:
@@ -76,29 +86,49 @@ def wasserstein_generator_loss(fake_logits: Tensor) -> Tensor:
     return -_f32(fake_logits).mean()
 
 
+def hinge_discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """E max(0, 1 - l(x)) + E max(0, 1 + l(G(z))): the hinge loss of the discriminator (Lim & Ye 2017;
+    Miyato et al. 2018, eq. 17, with spectral normalisation). Real logits above 1 and fake logits below -1
+    cost nothing; its minimiser over all D is the sign of p_r - p_g, so D* = 1/2 of the notes is not read
+    off its output (use :func:`elbolab.gan.theory.fresh_discriminator_check`)."""
+    return F.relu(1 - _f32(real_logits)).mean() + F.relu(1 + _f32(fake_logits)).mean()
+
+
+def hinge_generator_loss(fake_logits: Tensor) -> Tensor:
+    """-E l(G(z)): the generator's side of the hinge game (Miyato et al. 2018, eq. 18)."""
+    return -_f32(fake_logits).mean()
+
+
+def game(kind: GANLoss | str) -> str:
+    """The validated value of a game: a :class:`~elbolab.gan.config.GANLoss` member or one of its values, or
+    ``"hinge"``. ValueError lists the choices."""
+    value = kind.value if isinstance(kind, GANLoss) else kind
+    choices = [k.value for k in GANLoss] + ([] if HINGE in {k.value for k in GANLoss} else [HINGE])
+    if value not in choices:
+        raise ValueError(f"GAN loss {kind!r}; choices: {', '.join(choices)}")
+    return str(value)
+
+
 def discriminator_loss(kind: GANLoss | str, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
     """The discriminator's (critic's) loss of game ``kind``, without any gradient penalty."""
-    kind = _kind(kind)
-    if kind is GANLoss.WASSERSTEIN_GP:
+    kind = game(kind)
+    if kind == GANLoss.WASSERSTEIN_GP.value:
         return wasserstein_critic_loss(real_logits, fake_logits)
+    if kind == HINGE:
+        return hinge_discriminator_loss(real_logits, fake_logits)
     return minimax_discriminator_loss(real_logits, fake_logits)
 
 
 def generator_loss(kind: GANLoss | str, fake_logits: Tensor) -> Tensor:
     """The generator's loss of game ``kind``."""
-    kind = _kind(kind)
-    if kind is GANLoss.MINIMAX:
+    kind = game(kind)
+    if kind == GANLoss.MINIMAX.value:
         return minimax_generator_loss(fake_logits)
-    if kind is GANLoss.NON_SATURATING:
+    if kind == GANLoss.NON_SATURATING.value:
         return non_saturating_generator_loss(fake_logits)
+    if kind == HINGE:
+        return hinge_generator_loss(fake_logits)
     return wasserstein_generator_loss(fake_logits)
-
-
-def _kind(kind: GANLoss | str) -> GANLoss:
-    try:
-        return GANLoss(kind)
-    except ValueError:
-        raise ValueError(f"GAN loss {kind!r}; choices: {', '.join(k.value for k in GANLoss)}") from None
 
 
 def interpolates(real: Tensor, fake: Tensor, generator: torch.Generator) -> Tensor:
@@ -124,3 +154,18 @@ def gradient_penalty(critic: Callable[[Tensor], Tensor], x_hat: Tensor) -> Tenso
     (grad,) = torch.autograd.grad(_f32(scores).sum(), x_hat, create_graph=True)
     norms = _f32(grad).flatten(1).norm(2, dim=1)
     return (norms - 1).pow(2).mean()
+
+
+def squared_input_gradient_norm(logits: Tensor, x: Tensor) -> Tensor:
+    """``(B,)`` ||grad_x l(x_b)||_2^2 per example, for ``logits: (B,)`` computed from ``x: (B, ...)`` (which must
+    require grad); the graph is kept (``create_graph=True``) so a penalty on it trains the discriminator."""
+    (grad,) = torch.autograd.grad(_f32(logits).sum(), x, create_graph=True)
+    return _f32(grad).flatten(1).pow(2).sum(1)
+
+
+def r1_penalty(discriminator: Callable[[Tensor], Tensor], x_real: Tensor) -> Tensor:
+    """E_{x ~ p_r} ||grad_x l(x)||_2^2 on real data ``x_real: (B, ...)`` (Mescheder et al. 2018, eq. 9: the
+    regulariser is R1 = gamma / 2 times this). ``discriminator(x) -> (B,)`` logits; differentiable with respect
+    to the discriminator's parameters. Computed in float32."""
+    x = x_real.detach().requires_grad_(True)
+    return squared_input_gradient_norm(discriminator(x), x).mean()

@@ -12,12 +12,18 @@ is maximised pointwise by D*(x) = p_r(x) / (p_r(x) + p_g(x)) (the notes' "best v
 Here the integrals are trapezoidal quadratures over a grid ``x: (N,)`` of density values ``p: (N,)``
 (float64); :func:`fit_discriminator` trains a discriminator network on samples and reports how far it lands
 from D*.
+
+For a trained GAN, D* = 1/2 everywhere exactly when p_g = p_r, but the GAN's own discriminator only reads
+as a probability for the minimax / non-saturating games (the hinge and Wasserstein critics output scores).
+:func:`fresh_discriminator_check` therefore fits a *fresh* logistic discriminator on real against generated
+samples (images or features) and reports its mean output on held-out real samples: about 1/2 when the
+logistic model cannot tell them apart, near 1 when it can.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 import torch
 from torch import Tensor
@@ -26,7 +32,8 @@ from elbolab.gan.losses import minimax_discriminator_loss
 from elbolab.nn.gan_nets import MLPDiscriminator
 
 __all__ = ["Density1D", "DiscriminatorFit", "optimal_discriminator", "optimal_discriminator_logit",
-           "kl_divergence", "js_divergence", "game_value", "fit_discriminator"]
+           "kl_divergence", "js_divergence", "game_value", "fit_discriminator", "FreshDiscriminatorCheck",
+           "fresh_discriminator_check", "gan_dstar_check"]
 
 
 class Density1D(Protocol):
@@ -133,3 +140,100 @@ def fit_discriminator(p_r: Density1D, p_g: Density1D, generator: torch.Generator
         value_star=float(game_value(pr, pg, d_star, x)), steps=steps,
     )
 
+
+
+@dataclass(frozen=True)
+class FreshDiscriminatorCheck:
+    """A logistic discriminator D(x) = sigmoid(w . x + b) fitted on real vs generated samples, read on held-out ones.
+
+    ``d_real``: mean D on held-out real samples (the notes' D* = 1/2 when p_g = p_r; E_{p_r} D* > 1/2 when they
+    differ); ``d_fake``: mean D on held-out generated ones; ``accuracy``: held-out accuracy of D > 1/2 (classes
+    weighted equally); ``n_train`` / ``n_test``: samples per class (real, fake) used to fit / to read.
+    """
+
+    d_real: float
+    d_fake: float
+    accuracy: float
+    n_train: tuple[int, int]
+    n_test: tuple[int, int]
+
+
+def fresh_discriminator_check(real: Tensor, fake: Tensor, generator: torch.Generator, *, train_fraction: float = 0.5,
+                              l2: float = 1e-3, max_iter: int = 500) -> FreshDiscriminatorCheck:
+    """Fit D(x) = sigmoid(w . x + b) on a random ``train_fraction`` of ``real: (N, ...)`` and ``fake: (M, ...)``
+    (flattened; standardised by the training samples' mean and std) by minimising the class-balanced binary
+    cross-entropy -1/2 E_r log D - 1/2 E_g log(1 - D) + l2 / 2 ||w||^2 with L-BFGS in float64 (a convex problem:
+    the fit does not depend on an initialisation), then read it on the held-out rest. The split is drawn from
+    ``generator``. Balanced classes make the prior 1/2, so an undistinguishable pair gives ``d_real`` near 1/2.
+    """
+    if real.ndim < 2 or fake.ndim < 2 or real.shape[1:] != fake.shape[1:]:
+        raise ValueError(f"real {tuple(real.shape)} and fake {tuple(fake.shape)} must be (N, ...) batches of the "
+                         "same sample shape")
+    if not 0.0 < train_fraction < 1.0:
+        raise ValueError(f"train_fraction = {train_fraction!r} must be in (0, 1)")
+    if l2 < 0:
+        raise ValueError(f"l2 = {l2!r} must be >= 0")
+    r, f = real.detach().flatten(1).double().cpu(), fake.detach().flatten(1).double().cpu()
+    n_r, n_f = int(r.shape[0] * train_fraction), int(f.shape[0] * train_fraction)
+    if min(n_r, n_f, r.shape[0] - n_r, f.shape[0] - n_f) < 1:
+        raise ValueError(f"need at least one real and one fake sample on each side of the split, got {r.shape[0]} "
+                         f"real and {f.shape[0]} fake with train_fraction = {train_fraction}")
+    r = r[torch.randperm(r.shape[0], generator=generator)]
+    f = f[torch.randperm(f.shape[0], generator=generator)]
+    r_train, r_test, f_train, f_test = r[:n_r], r[n_r:], f[:n_f], f[n_f:]
+    both = torch.cat([r_train, f_train])
+    mean, std = both.mean(0), both.std(0).clamp_min(1e-8)
+    z = lambda t: (t - mean) / std  # noqa: E731
+    w = torch.zeros(r.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    zr, zf = z(r_train), z(f_train)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, tolerance_grad=1e-9, tolerance_change=1e-12,
+                            line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        loss = 0.5 * minimax_discriminator_loss(zr @ w + b, zf @ w + b) + 0.5 * l2 * w.square().sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        d_r, d_f = torch.sigmoid(z(r_test) @ w + b), torch.sigmoid(z(f_test) @ w + b)
+        acc = 0.5 * (float((d_r > 0.5).double().mean()) + float((d_f <= 0.5).double().mean()))
+    return FreshDiscriminatorCheck(d_real=float(d_r.mean()), d_fake=float(d_f.mean()), accuracy=acc,
+                                   n_train=(n_r, n_f), n_test=(r.shape[0] - n_r, f.shape[0] - n_f))
+
+
+@torch.no_grad()
+def _generate(model: torch.nn.Module, n: int, generator: torch.Generator, batch_size: int,
+              labels: Tensor | None) -> Tensor:
+    from elbolab.gan.gan import sample_gan  # the GAN module imports the losses this module uses
+
+    out = []
+    for start in range(0, n, batch_size):
+        y = None if labels is None else labels[start:start + batch_size]
+        out.append(sample_gan(model, min(batch_size, n - start), generator, labels=y).images)
+    return torch.cat(out)
+
+
+def gan_dstar_check(model: torch.nn.Module, real: Tensor, generator: torch.Generator, *,
+                    feature_fn: Callable[[Tensor], Tensor] | None = None, labels: Tensor | None = None,
+                    batch_size: int = 256, train_fraction: float = 0.5) -> FreshDiscriminatorCheck:
+    """The D* = 1/2 check of lecture notes 003 for a trained GAN (any game, the hinge included): draw as many
+    generated images as ``real: (N, ...)`` held-out real images (in eval mode, from ``generator``; ``labels: (N,)``
+    for a conditional GAN: the real images' classes), optionally map both through ``feature_fn`` (e.g. the
+    shipped MNIST feature network), and fit a fresh logistic discriminator (:func:`fresh_discriminator_check`).
+    ``d_real`` near 1/2 means the logistic model cannot tell generated from real."""
+    was_training = model.training
+    model.eval()
+    try:
+        fake = _generate(model, real.shape[0], generator, batch_size, labels).to(real.dtype)
+        with torch.no_grad():
+            r, f = (real, fake) if feature_fn is None else (feature_fn(real), feature_fn(fake))
+    finally:
+        model.train(was_training)
+    split = generator
+    if generator.device.type != "cpu":  # the fit runs on the CPU: a CPU generator seeded from the given one
+        seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
+        split = torch.Generator().manual_seed(seed)
+    return fresh_discriminator_check(r.cpu(), f.cpu(), split, train_fraction=train_fraction)

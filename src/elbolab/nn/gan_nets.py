@@ -29,10 +29,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from elbolab.config import GANNorm
+from elbolab.gan.config import GANNorm
 
 __all__ = ["DCGANGenerator", "DCGANDiscriminator", "MLPGenerator", "MLPDiscriminator",
-           "PixelNorm", "dcgan_stages", "dcgan_init_"]
+           "PixelNorm", "dcgan_stages", "dcgan_init_", "apply_spectral_norm"]
 
 
 def _check_pos(owner: str, **values: int) -> None:
@@ -84,6 +84,17 @@ def dcgan_init_(module: nn.Module) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
+
+
+def apply_spectral_norm(module: nn.Module) -> nn.Module:
+    """Spectral normalisation (Miyato et al. 2018) of every ``Conv2d`` and ``Linear`` inside ``module``, in place:
+    each weight W is used as W / sigma(W), sigma the largest singular value of W reshaped to (out, in * kH * kW),
+    estimated by one power iteration per training-mode forward pass
+    (``torch.nn.utils.parametrizations.spectral_norm``). Label embeddings are left as they are."""
+    for m in list(module.modules()):
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            torch.nn.utils.parametrizations.spectral_norm(m)
+    return module
 
 
 class PixelNorm(nn.Module):
@@ -187,10 +198,12 @@ class DCGANDiscriminator(nn.Module):
 
     Per stage ``Conv2d(k=4, s=2, p=1), LeakyReLU(0.2)`` doubling the width (``channels``, ``2 channels``, ...;
     28 -> 14 -> 7, 32 -> 16 -> 8 -> 4), then flatten to phi and a linear (or projection) head. No
-    normalisation: every example is scored independently.
+    batch normalisation: every example is scored independently. ``spectral_norm``: every conv and linear layer
+    spectrally normalised (:func:`apply_spectral_norm`).
     """
 
-    def __init__(self, in_channels: int, image_size: int, channels: int = 64, num_classes: int = 0) -> None:
+    def __init__(self, in_channels: int, image_size: int, channels: int = 64, num_classes: int = 0,
+                 spectral_norm: bool = False) -> None:
         super().__init__()
         _check_pos("DCGANDiscriminator", in_channels=in_channels, channels=channels)
         _check_classes("DCGANDiscriminator", num_classes)
@@ -206,6 +219,8 @@ class DCGANDiscriminator(nn.Module):
         self.features = nn.Sequential(*layers, nn.Flatten())
         self.head = _Projection(prev * (image_size // 2**stages) ** 2, num_classes)
         dcgan_init_(self)
+        if spectral_norm:
+            apply_spectral_norm(self)
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         if tuple(x.shape[1:]) != self.in_shape:
@@ -251,9 +266,11 @@ class MLPGenerator(nn.Module):
 
 
 class MLPDiscriminator(nn.Module):
-    """``x: (B, *data_shape), y -> logits: (B,)``: flatten, ``depth`` hidden layers (LeakyReLU(0.2)), head."""
+    """``x: (B, *data_shape), y -> logits: (B,)``: flatten, ``depth`` hidden layers (LeakyReLU(0.2)), head;
+    ``spectral_norm``: every linear layer spectrally normalised (then 1-Lipschitz when unconditional)."""
 
-    def __init__(self, data_shape: Sequence[int], hidden: int = 128, depth: int = 2, num_classes: int = 0) -> None:
+    def __init__(self, data_shape: Sequence[int], hidden: int = 128, depth: int = 2, num_classes: int = 0,
+                 spectral_norm: bool = False) -> None:
         super().__init__()
         data_shape = tuple(int(d) for d in data_shape)
         _check_pos("MLPDiscriminator", hidden=hidden, depth=depth)
@@ -264,6 +281,8 @@ class MLPDiscriminator(nn.Module):
         self.features = nn.Sequential(nn.Flatten(), *_mlp([math.prod(data_shape)] + [hidden] * depth,
                                                           nn.LeakyReLU(0.2)))
         self.head = _Projection(hidden, num_classes)
+        if spectral_norm:
+            apply_spectral_norm(self)
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         if tuple(x.shape[1:]) != self.data_shape:

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from elbolab.config import Precision, coerce
+from elbolab.nn.nfe import nfe_per_call
 
 __all__ = ["AutocastModel", "with_precision"]
 
@@ -27,7 +28,7 @@ class AutocastModel(nn.Module):
         super().__init__()
         self.module = module
         self.dtype = dtype
-        self.nfe_per_call = int(getattr(module, "nfe_per_call", 1))
+        self.nfe_per_call = nfe_per_call(module)
 
     def forward(self, *args: Any, **kwargs: Any) -> Tensor:
         param = next(self.module.parameters(), None)

@@ -30,7 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from elbolab.config import TimeEmbedding, TimeInjection, UNetConfig, Upsampling, coerce
+from elbolab.config import coerce
+from elbolab.nn.config import TimeEmbedding, TimeInjection, UNetConfig, Upsampling
+from elbolab.nn.fourier import InputFourierFeatures
 from elbolab.nn.layers import (
     Downsample,
     FourierFeatures,
@@ -133,7 +135,11 @@ class UNet(nn.Module):
                                 attn)
 
         # ---- encoder
-        self.conv_in = nn.Conv2d(cfg.in_channels, base, 3, padding=1)
+        self.input_features = (InputFourierFeatures(cfg.fourier_min, cfg.fourier_max + 1)
+                               if cfg.input_fourier else None)
+        c_in = (self.input_features.out_channels(cfg.in_channels) if self.input_features is not None
+                else cfg.in_channels)
+        self.conv_in = nn.Conv2d(c_in, base, 3, padding=1)
         self.down = nn.ModuleList()
         skip_chans = [base]
         ch, res = base, cfg.image_size
@@ -214,7 +220,7 @@ class UNet(nn.Module):
             raise ValueError(f"UNet: t must have shape ({x.shape[0]},), got {tuple(t.shape)}")
         conds = iter(torch.split(self.cond_proj(F.silu(self.embed(t, y))), self._cond_sizes, dim=1))
 
-        h = self.conv_in(x)
+        h = self.conv_in(x if self.input_features is None else self.input_features(x))
         skips = [h]
         for block in self.down:
             h = block(h, next(conds)) if isinstance(block, ResAttnBlock) else block(h)

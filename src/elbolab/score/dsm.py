@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from elbolab.math import append_dims, mean_flat
 from elbolab.score.noise_levels import NoiseLevels
-from elbolab.train.objective import LossOutput
+from elbolab.objectives import LossOutput, Objective
 
 __all__ = ["DenoisingScoreMatching", "dsm_loss"]
 
@@ -38,8 +38,8 @@ def dsm_loss(score: Tensor, noise: Tensor, sigma: Tensor) -> Tensor:
     return 0.5 * mean_flat((s * score + noise) ** 2)
 
 
-class DenoisingScoreMatching:
-    """The NCSN training objective for the Trainer (implements :class:`elbolab.train.objective.Objective`).
+class DenoisingScoreMatching(Objective):
+    """The NCSN training objective for the Trainer (implements :class:`elbolab.objectives.Objective`).
 
     ``loss(model, x, y, generator)``: i ~ U{1..L} and z ~ N(0, I) per example (from ``generator``), x~ = x +
     sigma_i z, and the mean over the batch of :func:`dsm_loss` of ``model(x~, sigma_i, y)``. Metrics: ``loss``.

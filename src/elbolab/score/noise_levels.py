@@ -38,7 +38,7 @@ from statistics import NormalDist
 import torch
 from torch import Tensor
 
-from elbolab.config import ScoreConfig
+from elbolab.score.config import ScoreConfig
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,8 @@ All three keep the signature of :mod:`elbolab.diffusion.samplers`,
 
 where ``process`` is the noise process: :class:`~elbolab.score.noise_levels.NoiseLevels` for an NCSN and a
 :class:`~elbolab.diffusion.process.GaussianDiffusion` for a DDPM network. They are built from the shared
-Langevin step of :mod:`elbolab.score.langevin` (and, for the DDPM ones, the ancestral step and the loop of
+Langevin step of :mod:`elbolab.score.langevin`, run on the one reverse loop of :mod:`elbolab.diffusion.loop`
+(the DDPM ones with its :class:`~elbolab.diffusion.loop.Denoiser` and the ancestral step of
 :mod:`elbolab.diffusion.samplers`), take all randomness from ``generator`` and raise
 :class:`~elbolab.score.langevin.LangevinDivergenceError` instead of returning NaN samples.
 
@@ -29,23 +30,21 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
-from elbolab.config import Spacing
+from elbolab.diffusion.config import Spacing
+from elbolab.diffusion import parameterization as param
+from elbolab.diffusion.loop import CallCounter, Denoised, Denoiser, SampleResult, StepInfo, run_loop
 from elbolab.diffusion.process import GaussianDiffusion
 from elbolab.diffusion.samplers import (
-    SampleResult,
-    StepInfo,
-    ancestral_step,
+    _ancestral_update,
     check_generator,
     initial_noise,
     respace,
-    sample_loop,
-    sampling_timesteps,
+    time_grid,
 )
 from elbolab.score.langevin import (
     DEFAULT_GROWTH_LIMIT,
@@ -141,50 +140,48 @@ def annealed_langevin(
     )
     logger.debug("annealed Langevin: %r, T = %d, eps = %.4g", levels, T, eps)
 
+    net = CallCounter(model)
+
     def score(x: Tensor, sigma: float) -> Tensor:
-        out = model(x, torch.full((B,), sigma, dtype=torch.float32, device=x.device), cond)
+        out = net(x, torch.full((B,), sigma, dtype=torch.float32, device=x.device), cond)
         if out.shape != x.shape:
             raise ValueError(f"score model output has shape {tuple(out.shape)}, expected {tuple(x.shape)}")
         return out.to(x.dtype)
 
-    xs, x0s = ([x], []) if return_trajectory else (None, None)
     sigmas = levels.sigmas.tolist()
-    for i in tqdm(range(1, L + 1), desc="annealed Langevin", disable=not progress, leave=False):
+
+    def step(k: int, i: int, i_next: int, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Level i (1..L): T Langevin steps at sigma_i, then (after level L) the final denoising."""
         sigma = sigmas[i - 1]
         alpha = annealed_step_size(eps, sigma, sigma_L)
-        for step in range(1, T + 1):
+        for n in range(1, T + 1):
             s = score(x, sigma)
             x0 = x + sigma**2 * s
             x = langevin_step(x, s, alpha, _randn(x, generator))
-            check_langevin_state(x, guard, level=i, num_levels=L, sigma=sigma, step_size=alpha, step=step, steps=T)
+            check_langevin_state(x, guard, level=i, num_levels=L, sigma=sigma, step_size=alpha, step=n, steps=T)
         if i == L and final_denoise:
             x = x + sigma_L**2 * score(x, sigma_L)
             check_langevin_state(x, guard, level=L, num_levels=L, sigma=sigma_L, step_size=sigma_L**2,
                                  step=T + 1, steps=T + 1)
-        if xs is not None and x0s is not None:
-            xs.append(x)
-            x0s.append(x0)
-        if callback is not None:
-            callback(StepInfo(i - 1, i, i + 1 if i < L else 0, x, x0))
-    nfe = (L * T + int(bool(final_denoise))) * int(getattr(model, "nfe_per_call", 1))
-    return SampleResult(
-        sample=x, nfe=nfe, timesteps=torch.arange(1, L + 1),
-        xs=torch.stack(xs) if xs is not None else None,
-        x0s=torch.stack(x0s) if x0s is not None else None,
-    )
+        return x, x0
+
+    return run_loop(x, [*range(1, L + 1), 0], step, counter=net, callback=callback,
+                    return_trajectory=return_trajectory, progress=progress, name="annealed Langevin",
+                    visited=torch.arange(1, L + 1))
 
 
 # --------------------------------------------------------------------------------------------------
 # DDPM networks as score models: Langevin corrector, predictor-corrector
 # --------------------------------------------------------------------------------------------------
 class _Corrector:
-    """Langevin corrector on q(x_t) for a DDPM network: score s = -eps_hat / sqrt(1 - alpha_bar_t), step size
-    by the signal-to-noise rule with a = alpha_t of the (respaced) chain; checks divergence after every step."""
+    """Langevin corrector on q(x_t) for a DDPM network: score s = -eps_hat / sqrt(1 - alpha_bar_t) from the
+    loop's :class:`~elbolab.diffusion.loop.Denoiser`, step size by the signal-to-noise rule with a = alpha_t =
+    alpha_bar(t) / alpha_bar(t') of the (respaced) chain (t' the next visited time); checks divergence after
+    every step."""
 
-    def __init__(self, model: nn.Module, diffusion: GaussianDiffusion, chain: GaussianDiffusion, ts: Tensor,
-                 cond: Tensor | None, generator: torch.Generator, snr: float, growth_limit: float, name: str) -> None:
-        self.model, self.diffusion, self.chain, self.ts = model, diffusion, chain, ts
-        self.cond, self.generator, self.snr = cond, generator, snr
+    def __init__(self, den: Denoiser, generator: torch.Generator, snr: float, growth_limit: float,
+                 name: str) -> None:
+        self.den, self.generator, self.snr = den, generator, snr
         self.growth_limit, self.name = growth_limit, name
         self.guard: DivergenceGuard | None = None
 
@@ -194,36 +191,35 @@ class _Corrector:
                 x, 1.0, self.name, fix=f"Use a smaller snr (now {self.snr:.4g}; e.g. {self.snr / 2:.4g}) or fewer "
                                        "corrector steps.", growth_limit=self.growth_limit)
 
-    def score(self, x: Tensor, t: int, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """(score, network output) at (x, t); ``out`` reuses a network output already computed at (x, t)."""
-        t_batch = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
-        if out is None:
-            out = self.diffusion.model_forward(self.model, x, t_batch, self.cond)
-        return self.diffusion.predict_score(out, x, t_batch), out
+    def alpha(self, t: int | float, t_next: int | float) -> float:
+        """alpha_t of the respaced chain: alpha_bar(t) / alpha_bar(t_next) (alpha_bar(0) = 1)."""
+        return float(self.den.alpha_bar(t)) / float(self.den.alpha_bar(t_next))
 
-    def run(self, x: Tensor, i: int, n_steps: int, out: Tensor | None = None) -> Tensor:
-        """``n_steps`` Langevin steps targeting q(x_t) with t = ts[i - 1] (step i of the chain); ``out``: the
-        network output at the current x, if already computed (saves the first evaluation)."""
+    def run(self, x: Tensor, t: int | float, a_t: float, n_steps: int, first: Denoised | None = None) -> Tensor:
+        """``n_steps`` Langevin steps targeting q(x_t); ``first``: the network evaluation at the current x, if
+        already made (saves the first evaluation)."""
         self.start(x)
         assert self.guard is not None
-        t = int(self.ts[i - 1])
-        a_t = float(self.chain.table("alphas")[i])
-        sigma = math.sqrt(float(self.diffusion.table("one_minus_alpha_bars")[t]))
+        abar = self.den.alpha_bar(t)
+        sigma = math.sqrt(1.0 - float(abar))
         for step in range(1, n_steps + 1):
-            s, _ = self.score(x, t, out if step == 1 else None)
+            pred = first if step == 1 and first is not None else self.den(x, t)
+            s = param.score_from_eps(pred.eps, abar)
             z = _randn(x, self.generator)
             alpha = snr_step_size(s, z, self.snr, a_t)
             x = langevin_step(x, s, alpha, z)
-            check_langevin_state(x, self.guard, level=t, num_levels=self.diffusion.T, sigma=sigma,
+            check_langevin_state(x, self.guard, level=t, num_levels=self.den.diffusion.T, sigma=sigma,
                                  step_size=alpha, step=step, steps=n_steps)
         return x
 
 
-def _chain(diffusion: GaussianDiffusion, steps: int | None, spacing: Spacing | str,
-           generator: torch.Generator) -> tuple[Tensor, GaussianDiffusion]:
-    S = diffusion.T if steps is None else steps
-    ts = sampling_timesteps(diffusion.T, S, spacing).to(generator.device)
-    return ts, respace(diffusion, ts)
+def _enter_ddpm(model: nn.Module, shape: tuple[int, ...], diffusion: GaussianDiffusion, generator: torch.Generator,
+                cond: Tensor | None, x_T: Tensor | None) -> tuple[Tensor, Denoiser]:
+    check_generator(generator)
+    x = initial_noise(shape, generator, x_T)
+    if cond is not None and cond.shape[:1] != (x.shape[0],):
+        raise ValueError(f"cond must have shape ({x.shape[0]},), got {tuple(cond.shape)}")
+    return x, Denoiser(model, diffusion, cond)
 
 
 @torch.no_grad()
@@ -239,6 +235,7 @@ def langevin(
     corrector_steps: int = 1,
     snr: float = 0.16,
     spacing: Spacing | str = Spacing.LEADING,
+    timesteps: Sequence[int | float] | Tensor | None = None,
     final_denoise: bool = True,
     clip_x0: bool = False,
     x_T: Tensor | None = None,
@@ -254,28 +251,24 @@ def langevin(
     estimate, clipped to [-1, 1] with ``clip_x0``). ``nfe = (S corrector_steps + final_denoise)`` network calls
     (times the model's ``nfe_per_call``). ``StepInfo.x0`` / ``x0s``: x0_hat at the start of each level.
     """
-    check_generator(generator)
     M = _positive_int(corrector_steps, "corrector_steps")
     snr = _positive_float(snr, "snr")
-    ts, chain = _chain(diffusion, steps, spacing, generator)
-    corrector = _Corrector(model, diffusion, chain, ts, cond, generator, snr, growth_limit, "Langevin (DDPM score)")
+    x, den = _enter_ddpm(model, shape, diffusion, generator, cond, x_T)
+    times = time_grid(diffusion, steps, spacing, timesteps=timesteps)
+    corrector = _Corrector(den, generator, snr, growth_limit, "Langevin (DDPM score)")
 
-    def step_fn(i: int, x: Tensor, out: Tensor) -> tuple[Tensor, Tensor]:
-        t = int(ts[i - 1])
-        t_batch = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
-        x0 = diffusion.predict_x0(out, x, t_batch)
-        x = corrector.run(x, i, M, out)
-        if i == 1 and final_denoise:
-            x0 = diffusion.predict_x0(diffusion.model_forward(model, x, t_batch, cond), x, t_batch)
+    def step(k: int, t: int | float, t_next: int | float, x: Tensor) -> tuple[Tensor, Tensor]:
+        pred = den(x, t)
+        x0 = pred.x0
+        x = corrector.run(x, t, corrector.alpha(t, t_next), M, pred)
+        if t_next == 0 and final_denoise:
+            x0 = den(x, t).x0
             x = x0.clamp(-1.0, 1.0) if clip_x0 else x0
             return x, x
         return x, x0.clamp(-1.0, 1.0) if clip_x0 else x0
 
-    return sample_loop(
-        model, shape, diffusion, ts, step_fn, generator=generator, cond=cond, callback=callback, x_T=x_T,
-        return_trajectory=return_trajectory, progress=progress, name="langevin",
-        extra_nfe=ts.numel() * (M - 1) + int(bool(final_denoise)),
-    )
+    return run_loop(x, times, step, counter=den, callback=callback, return_trajectory=return_trajectory,
+                    progress=progress, name="langevin")
 
 
 @torch.no_grad()
@@ -291,6 +284,7 @@ def predictor_corrector(
     corrector_steps: int = 1,
     snr: float = 0.16,
     spacing: Spacing | str = Spacing.LEADING,
+    timesteps: Sequence[int | float] | Tensor | None = None,
     clip_x0: bool = False,
     x_T: Tensor | None = None,
     return_trajectory: bool = False,
@@ -304,22 +298,22 @@ def predictor_corrector(
     then, if i > 1, ``corrector_steps`` Langevin steps on q(x_{tau_{i-1}}) with the signal-to-noise rule.
     ``nfe = S + corrector_steps (S - 1)`` (times ``nfe_per_call``); ``x0s``: the predictor's x0_hat.
     """
-    check_generator(generator)
     M = _positive_int(corrector_steps, "corrector_steps")
     snr = _positive_float(snr, "snr")
-    ts, chain = _chain(diffusion, steps, spacing, generator)
-    corrector = _Corrector(model, diffusion, chain, ts, cond, generator, snr, growth_limit, "predictor-corrector")
+    x, den = _enter_ddpm(model, shape, diffusion, generator, cond, x_T)
+    times = time_grid(diffusion, steps, spacing, timesteps=timesteps)
+    S = len(times) - 1
+    chain = respace(diffusion, torch.tensor(times[-2::-1]))
+    corrector = _Corrector(den, generator, snr, growth_limit, "predictor-corrector")
 
-    def step_fn(i: int, x: Tensor, out: Tensor) -> tuple[Tensor, Tensor]:
+    def step(k: int, t: int | float, t_next: int | float, x: Tensor) -> tuple[Tensor, Tensor]:
         corrector.start(x)
-        noise = _randn(x, generator) if i > 1 else None
-        x, x0 = ancestral_step(chain, out, x, i, noise, clip_x0=clip_x0)
+        pred = den(x, t)
+        i = S - k  # the index of t in the respaced chain
+        x, x0 = _ancestral_update(chain, i, x, pred.x0, pred.eps, _randn(x, generator) if i > 1 else None, clip_x0)
         if i > 1:
-            x = corrector.run(x, i - 1, M)
+            x = corrector.run(x, t_next, corrector.alpha(t_next, times[k + 2]), M)
         return x, x0
 
-    return sample_loop(
-        model, shape, diffusion, ts, step_fn, generator=generator, cond=cond, callback=callback, x_T=x_T,
-        return_trajectory=return_trajectory, progress=progress, name="predictor-corrector",
-        extra_nfe=M * (ts.numel() - 1),
-    )
+    return run_loop(x, times, step, counter=den, callback=callback, return_trajectory=return_trajectory,
+                    progress=progress, name="predictor-corrector")

@@ -14,7 +14,7 @@ from elbolab.train.checkpoint import (
 )
 from elbolab.train.distributed import DistContext, init_distributed, select_device, shutdown_distributed
 from elbolab.train.ema import EMA
-from elbolab.train.objective import (
+from elbolab.objectives import (
     AdversarialObjective,
     LossOutput,
     Objective,

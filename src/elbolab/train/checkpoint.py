@@ -12,7 +12,7 @@ A run folder (DESIGN.md) holds one checkpoint, the *set* of four files plus a ma
 (``config.toml``, ``metrics.jsonl`` and ``samples/`` sit beside them and are not part of the set.)
 
 Write-ahead, roll-forward protocol (each file write is itself atomic: temporary file, fsync, rename, fsync
-of the folder, see :func:`elbolab.config.atomic_write_bytes`):
+of the folder, see :func:`elbolab.io.atomic_write_bytes`):
 
 1. *Stage*: write the four files into ``RUN/.checkpoint-next/``; the checkpoint in ``RUN/`` is untouched.
 2. *Commit*: write ``RUN/.checkpoint-next/checkpoint.json`` (the manifest, with each file's SHA-256). From
@@ -27,10 +27,17 @@ of step 3, leaves a complete new one that :func:`recover` (run by the writer bef
 resume) finishes installing. Readers never write: they resolve the same rule read-only, verify every file
 against the manifest's SHA-256 *on the bytes they then parse*, and retry a few times if a concurrent writer
 moved a file under them; a file that stays truncated or corrupt raises :class:`CheckpointError` naming it.
+
+A save that fails before its commit (disk full, permission denied, I/O error: any ``OSError`` of steps 1-2)
+removes its staging folder, leaves the previous checkpoint as it was and raises
+:class:`CheckpointWriteError` (an ``OSError`` with the original ``errno``) naming the step it could not
+write and the last good one. A failure after the commit (a rename of step 3) cannot be undone, because the
+staged step already *is* the checkpoint: its error says so, and the next save or ``--resume`` finishes it.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -47,7 +54,8 @@ import safetensors.torch
 import torch
 from torch import Tensor, nn
 
-from elbolab.config import atomic_write_bytes, fsync_dir
+from elbolab.errors import StorageError
+from elbolab.io import atomic_write_bytes, fsync_dir
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +76,16 @@ class CheckpointError(ValueError):
 
 class NoCheckpointError(CheckpointError):
     """The run folder holds no checkpoint at all (no manifest)."""
+
+
+class CheckpointWriteError(StorageError):
+    """Saving the checkpoint of ``step`` failed with an ``OSError`` (``errno`` kept: ENOSPC, EACCES, EIO ...);
+    ``last_good_step`` is the step of the checkpoint the run folder holds now (None: none yet)."""
+
+    def __init__(self, err: int | None, message: str, filename: str | os.PathLike[str] | None,
+                 step: int, last_good_step: int | None):
+        super().__init__(err, message, filename)
+        self.step, self.last_good_step = step, last_good_step
 
 
 @dataclass
@@ -201,24 +219,72 @@ def save_checkpoint(run_dir: str | os.PathLike[str], step: int, model: dict[str,
     Returns the path of the manifest.
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    recover(run_dir)
+    step = int(step)
     json_tree, state_tensors = flatten_state(state)
     blobs = {
         MODEL_FILE: _tensor_bytes(model),
         EMA_FILE: _tensor_bytes(ema),
         STATE_TENSORS_FILE: _tensor_bytes(state_tensors),
-        STATE_JSON_FILE: json.dumps({"format": FORMAT, "step": int(step), "state": json_tree}).encode("utf-8"),
+        STATE_JSON_FILE: json.dumps({"format": FORMAT, "step": step, "state": json_tree}).encode("utf-8"),
     }
-    staging = run_dir / STAGING_DIR
-    staging.mkdir()
-    for name, data in blobs.items():  # 1. stage
-        atomic_write_bytes(staging / name, data)
-    manifest = {"format": FORMAT, "step": int(step), "time": time.time(),
+    manifest = {"format": FORMAT, "step": step, "time": time.time(),
                 "files": {name: {"sha256": _sha256(data), "bytes": len(data)} for name, data in blobs.items()}}
-    atomic_write_bytes(staging / MANIFEST_FILE, json.dumps(manifest, indent=1).encode("utf-8"))  # 2. commit
-    _install(run_dir)  # 3. install
+    staging = run_dir / STAGING_DIR
+    last_good: int | None = None
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        recover(run_dir)
+        last_good = _last_good_step(run_dir)
+        staging.mkdir()
+        for name, data in blobs.items():  # 1. stage
+            atomic_write_bytes(staging / name, data)
+        atomic_write_bytes(staging / MANIFEST_FILE, json.dumps(manifest, indent=1).encode("utf-8"))  # 2. commit
+    except OSError as e:
+        _discard_staging(run_dir)
+        kept = (f"the last good checkpoint is step {last_good}, intact in {run_dir}" if last_good is not None
+                else f"{run_dir} holds no checkpoint yet")
+        raise CheckpointWriteError(
+            e.errno, f"could not write the checkpoint of step {step} into {run_dir} ({_reason(e)}); {kept}; "
+            f"{_HINTS.get(e.errno, 'fix the cause')}, then continue with elbolab train --resume",
+            e.filename, step, last_good) from None
+    try:
+        _install(run_dir)  # 3. install
+    except OSError as e:
+        raise CheckpointWriteError(
+            e.errno, f"the checkpoint of step {step} is committed in {staging} but could not be moved into "
+            f"{run_dir} ({_reason(e)}); step {step} is the last good checkpoint and the next save or "
+            "elbolab train --resume finishes moving it", e.filename, step, step) from None
     return run_dir / MANIFEST_FILE
+
+
+def _reason(e: OSError) -> str:
+    if isinstance(e, StorageError):  # already names its file
+        return e.message
+    return f"{e.strerror or e}{': ' + os.fspath(e.filename) if e.filename else ''}"
+
+
+_HINTS = {errno.ENOSPC: "free some disk space", errno.EDQUOT: "free some disk quota",
+          errno.EACCES: "make the run folder writable", errno.EPERM: "make the run folder writable",
+          errno.EROFS: "use a writable file system"}
+
+
+def _last_good_step(run_dir: Path) -> int | None:
+    try:
+        return checkpoint_step(run_dir)
+    except CheckpointError:  # a corrupt manifest: no loadable checkpoint to keep
+        return None
+
+
+def _discard_staging(run_dir: Path) -> None:
+    """Remove an uncommitted staging folder after a failed save (removing files needs no space)."""
+    staging = run_dir / STAGING_DIR
+    if (staging / MANIFEST_FILE).exists():  # committed after all: it is the checkpoint, keep it
+        return
+    shutil.rmtree(staging, ignore_errors=True)
+    if staging.exists():
+        logger.warning("%s: could not remove the incomplete checkpoint save; the next save discards it", staging)
+    else:
+        fsync_dir(run_dir)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -341,8 +407,27 @@ def load_weights(run_dir: str | os.PathLike[str], model: nn.Module, ema: bool = 
         if unknown:
             raise CheckpointError(f"{run_dir}/{EMA_FILE}: names absent from the model weights: {unknown[:5]}")
         weights.update(ckpt.ema)
+    mismatch = describe_mismatch(model.state_dict(), weights)
+    if mismatch:
+        raise CheckpointError(f"{run_dir}: the checkpoint does not fit {type(model).__name__} ({mismatch}): "
+                              "it was written for another model; check the run's config.toml") from None
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as e:
         raise CheckpointError(f"{run_dir}: the checkpoint does not fit {type(model).__name__}: {e}") from None
     return ckpt.step
+
+
+def describe_mismatch(expected: dict[str, Tensor], found: dict[str, Tensor], show: int = 3) -> str:
+    """A short description of how ``found`` (a checkpoint's weights) differs from ``expected`` (a model's
+    ``state_dict()``) in names and shapes; empty when they match."""
+    missing = [k for k in expected if k not in found]
+    unexpected = sorted(k for k in found if k not in expected)
+    shapes = [f"{k} {tuple(found[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
+              if k in found and tuple(found[k].shape) != tuple(v.shape)]
+    parts = []
+    for what, names in (("missing", missing), ("unexpected", unexpected), ("of another shape", shapes)):
+        if names:
+            more = f", ... {len(names) - show} more" if len(names) > show else ""
+            parts.append(f"{len(names)} weight(s) {what}: {', '.join(names[:show])}{more}")
+    return "; ".join(parts)

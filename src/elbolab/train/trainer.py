@@ -1,7 +1,7 @@
 """One Trainer for every model family.
 
-A family hands the Trainer a model and an objective: a single-loss :class:`~elbolab.train.objective.Objective`
-(DDPM, VAE, score models) or an :class:`~elbolab.train.objective.AdversarialObjective` with several
+A family hands the Trainer a model and an objective: a single-loss :class:`~elbolab.objectives.Objective`
+(DDPM, VAE, score models) or an :class:`~elbolab.objectives.AdversarialObjective` with several
 parameter groups updated in turn (GANs: ``n_critic`` discriminator updates, then one generator update). The
 Trainer owns everything else:
 
@@ -54,7 +54,9 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from elbolab.config import LRSchedule, Precision, TrainConfig, atomic_write_text, save_toml, to_dict
+from elbolab.config import LRSchedule, Precision, TrainConfig, save_toml, to_dict
+from elbolab.io import atomic_write_text
+from elbolab.run_format import CONFIG_FILE, write_run_info
 from elbolab.train.batching import BatchStream, derive_seed
 from elbolab.train.checkpoint import (
     Checkpoint,
@@ -70,13 +72,13 @@ from elbolab.train.distributed import (
     init_distributed,
 )
 from elbolab.train.ema import EMA
-from elbolab.train.objective import AdversarialObjective, LossOutput, SingleLoss, as_adversarial, validate_plan
+from elbolab.objectives import (AdversarialObjective, LossOutput, Objective, SingleLoss, as_adversarial,
+                                validate_plan)
 from elbolab.viz.grid import save_image_grid
 
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
-CONFIG_FILE = "config.toml"
 SAMPLES_DIR = "samples"
 
 SampleFn = Callable[[nn.Module, int, torch.Generator], Tensor]
@@ -84,7 +86,8 @@ SampleFn = Callable[[nn.Module, int, torch.Generator], Tensor]
 # keys of metrics.jsonl written by the Trainer; an objective metric of the same name is logged as "objective/<key>"
 _TRAINER_KEYS = {"step", "epoch", "loss", "lr", "grad_norm", "img/s", "time"}
 # TrainConfig fields that may change on resume without a warning
-_RESUMABLE_CHANGES = {"steps", "epochs", "minutes", "log_every", "sample_every", "checkpoint_every", "num_workers"}
+_RESUMABLE_CHANGES = {"steps", "epochs", "minutes", "log_every", "sample_every", "checkpoint_every", "num_workers",
+                      "tensorboard"}
 
 
 class StopReason(str, enum.Enum):
@@ -174,7 +177,7 @@ class Trainer:
     ``dist``: a :class:`DistContext` (default: from the torchrun environment); ``progress``: show tqdm.
     """
 
-    def __init__(self, model: nn.Module, objective: Any, dataset: Any, cfg: TrainConfig,
+    def __init__(self, model: nn.Module, objective: Objective | AdversarialObjective, dataset: Any, cfg: TrainConfig,
                  out_dir: str | os.PathLike[str], run_config: Any = None, sample_fn: SampleFn | None = None, *,
                  resume: bool = False, n_samples: int | None = None, device: str | torch.device | None = None,
                  dist: DistContext | None = None, progress: bool = True) -> None:
@@ -192,6 +195,11 @@ class Trainer:
         self.progress = progress
         self.dist = dist if dist is not None else init_distributed(device)
         self.device = self.dist.device
+        self.tb = None
+        if cfg.tensorboard and self.dist.is_main:
+            from elbolab.train.tensorboard import TensorBoardWriter
+
+            self.tb = TensorBoardWriter(self.out_dir)
         if cfg.precision == Precision.BF16 and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise ValueError(f"precision = 'bf16' but {torch.cuda.get_device_name(self.device)} lacks bf16; use 'fp32'")
         if n_samples is None:
@@ -288,7 +296,7 @@ class Trainer:
             "train_config": to_dict(self.cfg),
             "optimizers": {name: g.optimizer.state_dict() for name, g in self.groups.items()},
             "ema_num_updates": self.ema.num_updates if self.ema is not None else 0,
-            "objective": obj.state_dict() if callable(getattr(obj, "state_dict", None)) else None,
+            "objective": obj.state_dict(),
             "log": self._acc,
             "rng": rng,
         }
@@ -321,12 +329,7 @@ class Trainer:
         self._time_progress = float(st.get("time_progress", 0.0))
         self.stream.load_state_dict({**st["data"], "generator": self.stream.generator.get_state()})
         self._acc = st["log"]
-        obj = self.objective
-        if st["objective"] is not None:
-            if not callable(getattr(obj, "load_state_dict", None)):
-                raise ValueError(f"{self.out_dir}: the checkpoint holds objective state but "
-                                 f"{type(obj).__name__} has no load_state_dict()")
-            obj.load_state_dict(st["objective"])
+        self.objective.load_state_dict(st["objective"] or {})  # None: a checkpoint of run format 1
         old = st["train_config"]
         new = to_dict(self.cfg)
         changed = [k for k in new if k not in _RESUMABLE_CHANGES and old.get(k) != new[k]]
@@ -361,6 +364,7 @@ class Trainer:
                 recover(self.out_dir)
             if self.run_config is not None:
                 save_toml(self.run_config, self.out_dir / CONFIG_FILE)
+                write_run_info(self.out_dir)
         self.dist.barrier()
         if existing is not None:
             ckpt = load_checkpoint(self.out_dir)
@@ -513,6 +517,8 @@ class Trainer:
         rec["time"] = round(elapsed, 3)
         with open(self.out_dir / METRICS_FILE, "a", encoding="utf-8") as f:
             f.write(json.dumps(rec) + "\n")
+        if self.tb is not None:
+            self.tb.log_scalars(self.step, rec)
 
     def save_samples(self) -> Path | None:
         """Sample a grid with the EMA weights (rank 0 only); returns its path (None without ``sample_fn``)."""
@@ -531,6 +537,8 @@ class Trainer:
             finally:
                 self.model.train(was_training)
         save_image_grid(images.float(), path, nrow=math.ceil(math.sqrt(images.shape[0])))
+        if self.tb is not None:
+            self.tb.log_images(self.step, images.float())
         logger.info("samples of step %d: %s", self.step, path)
         return path
 
@@ -627,6 +635,8 @@ class Trainer:
                     self.save()
         finally:
             bar.close()
+            if self.tb is not None:
+                self.tb.flush()
         wall = time.monotonic() - started
         if stopped_by != StopReason.INTERRUPTED and (self.cfg.sample_every == 0
                                                      or self.step % self.cfg.sample_every != 0):

@@ -1,4 +1,4 @@
-"""Build VAE-family models and objectives from a :class:`~elbolab.config.VAEConfig`; the Trainer's sample hook."""
+"""Build VAE-family models and objectives from a :class:`~elbolab.vae.config.VAEConfig`; the Trainer's sample hook."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from elbolab.config import Family, VAEArchitecture, VAEConfig
+from elbolab.vae.config import VAEArchitecture, VAEConfig, VAEKind
 from elbolab.nn.convnets import ConvDecoder, ConvEncoder, FeedForward, MLPDecoder, MLPEncoder
 from elbolab.vae.hvae import HVAE
 from elbolab.vae.likelihoods import make_likelihood
@@ -16,18 +16,15 @@ from elbolab.vae.vae import VAE, Autoencoder, LatentVariableModel
 
 __all__ = ["VAE_FAMILIES", "build_vae", "build_objective", "sample_fn"]
 
-VAE_FAMILIES = (Family.VAE, Family.HVAE, Family.AE)
+VAE_FAMILIES = tuple(VAEKind)
 
 
-def _family(family: Family | str) -> Family:
+def _family(family: VAEKind | str) -> VAEKind:
     try:
-        family = Family(family)
+        return VAEKind(family)
     except ValueError:
-        family = None  # type: ignore[assignment]
-    if family not in VAE_FAMILIES:
-        choices = ", ".join(repr(f.value) for f in VAE_FAMILIES)
-        raise ValueError(f"family = {family!r} is not a VAE family: expected one of {choices}")
-    return family
+        choices = ", ".join(repr(f.value) for f in VAEKind)
+        raise ValueError(f"family = {family!r} is not a VAE family: expected one of {choices}") from None
 
 
 def _networks(cfg: VAEConfig, image_shape: tuple[int, int, int], enc_out: int, dec_out_channels: int,
@@ -44,7 +41,7 @@ def _networks(cfg: VAEConfig, image_shape: tuple[int, int, int], enc_out: int, d
 
 
 def build_vae(cfg: VAEConfig, image_shape: Sequence[int] | None = None,
-              family: Family | str = Family.VAE) -> nn.Module:
+              family: VAEKind | str = VAEKind.VAE) -> nn.Module:
     """The model of a VAE-family run: :class:`VAE`, :class:`HVAE` or :class:`Autoencoder`.
 
     ``image_shape = (C, H, W)`` of the data (e.g. ``(1, 28, 28)``; default ``cfg.in_channels`` x
@@ -58,16 +55,16 @@ def build_vae(cfg: VAEConfig, image_shape: Sequence[int] | None = None,
     if len(image_shape) != 3 or any(s <= 0 for s in image_shape):
         raise ValueError(f"image_shape = {list(image_shape)}: expected positive (C, H, W)")
     dims = tuple(cfg.latent_dims)
-    if family in (Family.VAE, Family.AE) and len(dims) != 1:
+    if family in (VAEKind.VAE, VAEKind.AE) and len(dims) != 1:
         raise ValueError(f"family {family.value!r} has one latent layer but vae.latent_dims = {list(dims)}; "
                          "use family 'hvae' for several layers")
     c = image_shape[0]
-    if family is Family.AE:
+    if family is VAEKind.AE:
         encoder, decoder = _networks(cfg, image_shape, dims[0], c, dims[0])
         return Autoencoder(encoder, decoder, dims[0], image_shape)
     likelihood = make_likelihood(cfg.likelihood, cfg.gaussian_std)
     encoder, decoder = _networks(cfg, image_shape, 2 * dims[0], likelihood.params_per_channel * c, dims[0])
-    if family is Family.VAE:
+    if family is VAEKind.VAE:
         return VAE(encoder, decoder, likelihood, dims[0], image_shape)
     hidden = (cfg.layer_hidden,)
     up = [FeedForward(dims[i - 1], hidden, 2 * dims[i]) for i in range(1, len(dims))]
@@ -75,9 +72,9 @@ def build_vae(cfg: VAEConfig, image_shape: Sequence[int] | None = None,
     return HVAE(encoder, decoder, likelihood, dims, image_shape, up, down)
 
 
-def build_objective(cfg: VAEConfig, family: Family | str = Family.VAE) -> ELBOObjective | AEObjective:
+def build_objective(cfg: VAEConfig, family: VAEKind | str = VAEKind.VAE) -> ELBOObjective | AEObjective:
     """The training objective of a VAE-family run (``beta``, ``kl_warmup_steps``, ``free_bits`` from ``cfg``)."""
-    if _family(family) is Family.AE:
+    if _family(family) is VAEKind.AE:
         return AEObjective()
     return ELBOObjective(beta=cfg.beta, kl_warmup_steps=cfg.kl_warmup_steps, free_bits=cfg.free_bits)
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from elbolab.config import DecoderLikelihood
+from elbolab.vae.config import DecoderLikelihood
 from elbolab.math import discretized_gaussian_log_likelihood, gaussian_log_likelihood
 
 __all__ = ["Likelihood", "Bernoulli", "GaussianFixed", "GaussianLearned", "Discretized", "make_likelihood"]

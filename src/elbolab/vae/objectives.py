@@ -1,4 +1,4 @@
-"""Training objectives of the VAE family, implementing :class:`elbolab.train.objective.Objective`.
+"""Training objectives of the VAE family, implementing :class:`elbolab.objectives.Objective`.
 
 - :class:`ELBOObjective` (VAE and Markovian HVAE): minimise ``-(reconstruction - beta_t * sum_l KL_l)`` per
   example, averaged over the batch, where
@@ -24,12 +24,12 @@ import torch
 from torch import Tensor, nn
 
 from elbolab.math import nats_to_bpd
-from elbolab.train.objective import LossOutput
+from elbolab.objectives import LossOutput, Objective
 
 __all__ = ["ELBOObjective", "AEObjective"]
 
 
-class ELBOObjective:
+class ELBOObjective(Objective):
     """Negative (beta-weighted, warmed-up, free-bits) ELBO of a VAE or HVAE; per-term metrics in nats."""
 
     def __init__(self, beta: float = 1.0, kl_warmup_steps: int = 0, free_bits: float = 0.0) -> None:
@@ -90,7 +90,7 @@ class ELBOObjective:
         return LossOutput(loss=loss, metrics=metrics)
 
 
-class AEObjective:
+class AEObjective(Objective):
     """Plain autoencoder: mean squared error between input and reconstruction (notes 004, "L2 distance")."""
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor | None, generator: torch.Generator) -> LossOutput:

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from elbolab.config import atomic_write_bytes
+from elbolab.io import atomic_write_bytes
 
 
 def make_grid(images: Tensor, nrow: int = 8, padding: int = 2, pad_value: float = 1.0) -> np.ndarray:

@@ -23,7 +23,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-from elbolab.config import atomic_write_bytes  # noqa: E402
+from elbolab.io import atomic_write_bytes  # noqa: E402
 from elbolab.viz.grid import make_grid  # noqa: E402
 
 __all__ = [

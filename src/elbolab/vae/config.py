@@ -1,0 +1,64 @@
+"""Configuration of the VAE family (VAE, Markovian HVAE, plain autoencoder; ``elbolab.vae``)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from elbolab.config import ConfigError, check_range
+
+
+class VAEKind(str, enum.Enum):
+    """Which latent-variable model a VAE-family run trains (the run's ``family``)."""
+
+    VAE = "vae"  # Kingma & Welling 2014, elbolab.vae.VAE
+    HVAE = "hvae"  # Markovian hierarchical VAE, elbolab.vae.HVAE
+    AE = "ae"  # plain (non-variational) autoencoder baseline, elbolab.vae.Autoencoder
+
+
+class VAEArchitecture(str, enum.Enum):
+    FC = "fc"  # the notes' fully-connected 784 -> ... -> 20 model
+    CONV = "conv"  # stride-2 conv encoder / transposed-conv decoder (28x28x1, 32x32x3)
+
+
+class DecoderLikelihood(str, enum.Enum):
+    """p_theta(x|z) of a VAE."""
+
+    BERNOULLI = "bernoulli"  # dynamically binarised data
+    GAUSSIAN_FIXED = "gaussian_fixed"  # N(mu_theta(z), sigma^2 I), sigma = VAEConfig.gaussian_std
+    GAUSSIAN_LEARNED = "gaussian_learned"  # N(mu_theta(z), diag sigma_theta^2(z))
+    DISCRETIZED = "discretized"  # discretised Gaussian on 8-bit data (Ho et al. 2020), bits/dim comparable
+
+
+@dataclass
+class VAEConfig:
+    """VAE / Markovian HVAE / autoencoder: architecture, latents, decoder likelihood, KL schedule.
+
+    ``latent_dims`` has one entry per latent layer: ``(J,)`` for a VAE or autoencoder, ``(J_1, ..., J_L)``
+    for an L-layer HVAE (its length is the number of HVAE layers).
+    """
+
+    in_channels: int = 1  # data shape (set from the data by `elbolab train`)
+    image_size: int = 28
+    architecture: VAEArchitecture = VAEArchitecture.FC
+    latent_dims: tuple[int, ...] = (20,)
+    hidden_sizes: tuple[int, ...] = (400,)  # fc: widths of the encoder's hidden layers (decoder mirrors)
+    channels: tuple[int, ...] = (32, 64)  # conv: one stride-2 stage per entry (decoder mirrors)
+    conv_hidden: int = 256  # conv: width of the fully-connected layer after the conv stages
+    layer_hidden: int = 256  # hvae: hidden width of q(z_l|z_{l-1}) and p(z_{l-1}|z_l)
+    likelihood: DecoderLikelihood = DecoderLikelihood.BERNOULLI
+    gaussian_std: float = 0.1  # gaussian_fixed: decoder std in units of [-1, 1] data
+    beta: float = 1.0  # weight of the KL terms (1 = the ELBO)
+    kl_warmup_steps: int = 0  # beta ramps linearly from 0 over this many steps (0 = off)
+    free_bits: float = 0.0  # minimum KL in nats per latent dimension (Kingma et al. 2016; 0 = off)
+    iwae_samples: int = 5000  # K of the importance-weighted bound reported by eval
+
+    def validate(self, prefix: str) -> None:
+        check_range(self, prefix, positive=("in_channels", "image_size", "conv_hidden", "layer_hidden",
+                                            "gaussian_std", "beta", "iwae_samples"),
+                    non_negative=("kl_warmup_steps", "free_bits"))
+        for f in ("latent_dims", "hidden_sizes", "channels"):
+            v = getattr(self, f)
+            if any(d <= 0 for d in v) or (f != "hidden_sizes" and not v):
+                raise ConfigError(f"{prefix}.{f} = {list(v)}: need positive integers"
+                                  + ("" if f == "hidden_sizes" else " (at least one)"))

@@ -1,0 +1,89 @@
+"""``elbolab eval RUN --nll ode`` on the tiny DDPM run: the value written to metrics.json is exactly
+bits_per_dim of the same test images with a generator of the same seed (the oracle the CLI must reproduce),
+it sits next to the ELBO, survives a later ``eval --bpd``, and the report shows it with its kind "ODE"."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import torch
+
+from elbolab.cli import main
+from elbolab.report import build_report
+from report_checks import check_all
+
+RTOL = 1e-3  # dopri5 tolerance of the test: loose, so the two solves per image stay fast
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[list[str]] = []
+        self._open: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs) -> None:
+        a = dict(attrs)
+        if "data-key" in a:
+            self._open = [a["data-run"] or "", a["data-key"] or "", a["data-value"] or "", ""]
+
+    def handle_data(self, data) -> None:
+        if self._open is not None:
+            self._open[3] += data
+
+    def handle_endtag(self, tag) -> None:
+        if self._open is not None and tag == "span":
+            self.tags.append(self._open)
+            self._open = None
+
+
+def test_eval_nll_ode_matches_bits_per_dim_and_is_reported(tiny_run: Path, tmp_path: Path, capsys) -> None:
+    from elbolab.data import load_dataset
+    from elbolab.diffusion.likelihood import bits_per_dim
+    from elbolab.runs import load_run
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)  # the session's run stays as the other tests expect it
+    elbo = json.loads((run_dir / "metrics.json").read_text())["bpd"]
+    assert main(["eval", str(run_dir), "--nll", "ode", "--nll-n", "2", "--nll-rtol", str(RTOL), "--seed", "5",
+                 "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "NLL (ODE)" in out and "uniform dequantisation" in out and "+-" in out
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["bpd"] == elbo  # written next to the ELBO, which is kept
+    nll = metrics["nll_ode"]
+    assert nll["kind"] == "ODE" and nll["n"] == 2 and nll["n_dequant"] == 1 and nll["rtol"] == RTOL
+
+    run = load_run(run_dir)  # the oracle: the library function on the same images and seed
+    data = load_dataset(dataclasses.replace(run.config.data, split="test", limit=2))
+    x, _ = data.batch(torch.arange(2))
+    ref = bits_per_dim(run.model, x, run.family.diffusion(run.config), generator=torch.Generator().manual_seed(5),
+                       rtol=RTOL, atol=RTOL)
+    assert nll["value"] == pytest.approx(ref.mean, rel=1e-9) and nll["stderr"] == pytest.approx(ref.stderr, rel=1e-9)
+    assert nll["nfe"] == ref.nfe and math.isfinite(nll["value"]) and nll["value"] > 0
+
+    assert main(["eval", str(run_dir), "--bpd", "--bpd-n", "8", "--device", "cpu"]) == 0
+    assert json.loads((run_dir / "metrics.json").read_text())["nll_ode"] == nll  # kept by a later eval --bpd
+
+    res = build_report([run_dir], tmp_path / "r.html")
+    text = res.path.read_text()
+    assert "bits/dim (ODE)" in text and "probability-flow ODE NLL" in text
+    p = _Tags()
+    p.feed(text)
+    seen = check_all([run_dir], p.tags)
+    for key in ("metrics.json:nll_ode.value", "metrics.json:nll_ode.stderr", "metrics.json:nll_ode.n"):
+        assert (0, key) in seen, key
+
+
+def test_eval_nll_needs_a_diffusion(tmp_path: Path) -> None:
+    from elbolab.config import apply_overrides, preset
+    from elbolab.runs import train_run
+
+    cfg = apply_overrides(preset("vae-mnist-fc"), ['data.name="mnist-embedded"', "data.limit=8", "train.batch_size=4", "train.steps=1"])
+    train_run(cfg, tmp_path / "vae", progress=False)
+    assert main(["eval", str(tmp_path / "vae"), "--nll", "ode", "--nll-n", "1", "--device", "cpu"]) == 2
