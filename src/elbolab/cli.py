@@ -12,8 +12,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-from elbolab.config import ConfigError
-
 log = logging.getLogger("elbolab")
 
 
@@ -100,7 +98,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train_run(cfg, out, resume=args.resume)
     if result.is_main_process:
         print(f"run written to {out}/ ({result.summary()})")
-    return 130 if result.interrupted else 0
+    from elbolab.errors import ExitCode
+
+    return int(ExitCode.INTERRUPTED) if result.interrupted else 0
 
 
 def _sampler_options(args: argparse.Namespace) -> dict:
@@ -272,6 +272,7 @@ def cmd_toy(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from elbolab.config import preset_names
+    from elbolab.errors import EXIT_CODES_HELP
     from elbolab.families import all_families
 
     sampler_help = "; ".join(f"{f.name}: {', '.join(f.samplers)}" for f in all_families() if f.samplers)
@@ -281,9 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train, sample and evaluate the ELBO family of generative models.",
         formatter_class=_Formatter,
         epilog="examples:\n  elbolab demo\n  elbolab train ddpm-mnist --minutes 10\n"
-               "  elbolab sample runs/ddpm-mnist --n 64 --out grid.png",
+               "  elbolab sample runs/ddpm-mnist --n 64 --out grid.png\n\n" + EXIT_CODES_HELP,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error (also ELBOLAB_DEBUG=1)")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
 
@@ -513,21 +516,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    try:
-        return args.func(args)
-    except (ConfigError, ValueError, FileNotFoundError) as e:
-        # Clear errors from the library (bad values, missing files, checksum mismatches) end here, without a
-        # traceback; anything else is a bug and keeps its traceback.
-        print(f"elbolab {args.verb}: error: {e}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:  # output piped into `head`: not an error
-        import os
+    from elbolab import errors
 
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return errors.run_cli(args.func, args, args.verb)
 
 
 if __name__ == "__main__":

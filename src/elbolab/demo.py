@@ -39,6 +39,8 @@ class DemoReport:
     fidelity: dict[str, float]
     total_seconds: float
     sampler: str = ""
+    report: Path | None = None  # RUN/report.html (elbolab.report.build_report)
+    report_bytes: int = 0
 
     def to_text(self) -> str:
         e = self.elbo
@@ -58,6 +60,9 @@ class DemoReport:
             f"  total (negative ELBO)                {e['total']:.4f} +- {e['total_stderr']:.4f}",
             f"total wall time {self.total_seconds / 60:.1f} min; metrics in {self.out_dir / 'demo.json'}",
         ]
+        if self.report is not None:
+            lines.append(f"report  : {self.report} ({self.report_bytes / 1024:.0f} KiB, self-contained HTML: open it "
+                         "in a browser)")
         return "\n".join(lines)
 
 
@@ -83,10 +88,13 @@ def _demo_fidelity(run: Run, samples: torch.Tensor, seed: int) -> dict[str, floa
 
 
 def run_demo(out_dir: str | os.PathLike[str] = "runs/demo", *, minutes: float | None = None, seed: int = 0,
-             elbo_images: int = 128, confidence_samples: int = 256, progress: bool = True) -> DemoReport:
+             elbo_images: int = 128, confidence_samples: int = 256, per_t_images: int = 2,
+             progress: bool = True) -> DemoReport:
     """Train ``ddpm-mnist`` on the embedded MNIST, sample with DDIM (an 8x8 grid of the first 64), score the
-    samples with the shipped MNIST classifier (fraction labelled with confidence >= 0.9) and compute the ELBO
-    terms on held-out test images.
+    samples with the shipped MNIST classifier (fraction labelled with confidence >= 0.9), compute the ELBO
+    terms on held-out test images, and write ``RUN/report.html`` (:func:`elbolab.report.build_report`) with the
+    per-timestep terms L_{t-1} of ``per_t_images`` test images (all T of them, saved as ``elbo_per_t.json``;
+    0 = none).
 
     A previous demo in ``out_dir`` is moved to ``<out_dir>.prev`` (one generation kept).
     """
@@ -137,7 +145,24 @@ def run_demo(out_dir: str | os.PathLike[str] = "runs/demo", *, minutes: float | 
         "confidence_class_counts": confidence.class_counts, "fidelity": fidelity,
         "sample_seconds_per_image": report.sample_seconds_per_image, "sampler": batch.method,
         "grid": str(grid), "total_minutes": report.total_seconds / 60}, indent=2) + "\n")
-    return report
+    html = _write_report(out_dir, per_t_images, seed)
+    return dataclasses.replace(report, report=html.path, report_bytes=html.size_bytes,
+                               total_seconds=time.perf_counter() - t_start)
+
+
+def _write_report(out_dir: Path, per_t_images: int, seed: int):
+    """``out_dir/elbo_per_t.json`` (the exact per-timestep terms of ``per_t_images`` test images) and
+    ``out_dir/report.html``; returns the :class:`elbolab.report.ReportResult`."""
+    from elbolab.report import PER_T_FILE, build_report, compute_per_timestep
+
+    if per_t_images > 0:
+        pt = compute_per_timestep(out_dir, per_t_images, seed=seed)
+        if pt is not None:
+            atomic_write_text(out_dir / PER_T_FILE, json.dumps({"t": pt.t, "bpd": pt.bpd,
+                                                               "n_images": pt.n_images}) + "\n")
+    result = build_report([out_dir], out_dir / "report.html", title="elbolab demo")
+    logger.info("%s", result.to_text())
+    return result
 
 
 

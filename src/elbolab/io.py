@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from elbolab.errors import StorageError
+
 __all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "fsync_dir"]
 
 
@@ -52,9 +54,11 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and not isinstance(e, StorageError):  # name the file, not the temporary one
+            raise StorageError(e.errno, f"{e.strerror or e}: could not write {path}", path) from None
         raise
     fsync_dir(path.parent)
 

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from elbolab import __version__
+from elbolab.errors import RunFolderError
 from elbolab.io import atomic_write_json
 
 CONFIG_FILE = "config.toml"
@@ -21,7 +22,7 @@ RUN_FILE = "run.json"
 RUN_FORMAT = 2  # the format this elbolab writes, and the newest it reads
 
 
-class RunFormatError(ValueError):
+class RunFormatError(RunFolderError):
     """A run folder written by a newer elbolab, or with an unreadable ``run.json``."""
 
 

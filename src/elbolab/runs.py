@@ -26,7 +26,9 @@ from elbolab.data import ImageDataset, load_dataset
 from elbolab.evaluate.samples import draw_in_batches
 from elbolab.families import DiagnosticsRequest, ModelFamily, SampleBatch, SampleRequest, get_family
 from elbolab.io import atomic_write_json
+from elbolab.errors import RunFolderError
 from elbolab.run_format import CONFIG_FILE, run_format
+from elbolab.runlock import RunLock
 
 logger = logging.getLogger(__name__)
 
@@ -86,14 +88,25 @@ def prepare_config(cfg: RunConfig, data: ImageDataset) -> RunConfig:
 
 def train_run(cfg: RunConfig, out_dir: str | os.PathLike[str], *, resume: bool = False,
               progress: bool = True) -> TrainRunResult:
-    """Train ``cfg`` into ``out_dir`` (resume its checkpoint when ``resume``); works under ``torchrun``."""
+    """Train ``cfg`` into ``out_dir`` (resume its checkpoint when ``resume``); works under ``torchrun``.
+
+    The run folder is locked for the whole call (:class:`elbolab.runlock.RunLock`, rank 0 only): a second
+    writer is refused with the PID and command of the first."""
+    with RunLock(out_dir):
+        return _train_run(cfg, Path(out_dir), resume=resume, progress=progress)
+
+
+def _train_run(cfg: RunConfig, out_dir: Path, *, resume: bool, progress: bool) -> TrainRunResult:
     from elbolab.train import Trainer, shutdown_distributed
 
-    out_dir = Path(out_dir)
     if resume and (out_dir / CONFIG_FILE).exists():
         run_format(out_dir)  # a newer format is an error before anything is written
         saved = load_toml(out_dir / CONFIG_FILE, RunConfig)
-        requested = prepare_config(cfg, load_dataset(cfg.data)) if cfg.family == saved.family else cfg
+        if saved.family != cfg.family:
+            raise RunFolderError(f"{out_dir} holds a {saved.family!r} run, not {cfg.family!r}: resume it with its "
+                                 f"own config (elbolab train {out_dir}/{CONFIG_FILE} --out {out_dir} --resume) or "
+                                 "choose another --out")
+        requested = prepare_config(cfg, load_dataset(cfg.data))
         differ = [f.name for f in dataclasses.fields(RunConfig)
                   if f.name != "train" and getattr(saved, f.name) != getattr(requested, f.name)]
         if differ:
@@ -156,10 +169,10 @@ def load_run(folder: str | os.PathLike[str], *, use_ema: bool = True,
 
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"run folder {folder} does not exist (train one with: elbolab train PRESET --out "
-                                f"{folder})")
+        raise RunFolderError(f"run folder {folder} does not exist (train one with: elbolab train PRESET --out "
+                             f"{folder})")
     if not (folder / CONFIG_FILE).exists():
-        raise FileNotFoundError(f"{folder} has no {CONFIG_FILE}: not an elbolab run folder")
+        raise RunFolderError(f"{folder} has no {CONFIG_FILE}: not an elbolab run folder")
     run_format(folder)
     cfg = load_toml(folder / CONFIG_FILE, RunConfig)
     family = get_family(cfg.family)
@@ -243,10 +256,11 @@ def evaluate_run(run: Run, request: EvalRequest) -> EvalReport:
     bound_fn = run.family.bound_fn(run.config, run.model, request.exact)
     if "bpd" in {m.value for m in metrics} and bound_fn is None:
         raise ValueError(f"family {run.config.family!r} has no likelihood bound: drop 'bpd' from --metrics")
-    result = evaluate_folder(
-        run.folder, metrics, n=request.n, sample_fn=sample_fn, samples_path=request.samples, bound_fn=bound_fn,
-        bpd_method=run.family.bpd_method or "none", bpd_n=request.bpd_n, seed=request.seed, device=run.device,
-    )
+    with RunLock(run.folder):  # it writes metrics.json and samples/ into the run
+        result = evaluate_folder(
+            run.folder, metrics, n=request.n, sample_fn=sample_fn, samples_path=request.samples, bound_fn=bound_fn,
+            bpd_method=run.family.bpd_method or "none", bpd_n=request.bpd_n, seed=request.seed, device=run.device,
+        )
     return EvalReport(path=run.folder / "metrics.json", text=format_eval_table(result))
 
 
@@ -257,8 +271,9 @@ def diagnose_run(run: Run, request: DiagnosticsRequest) -> Any:
     """The family's diagnostics of ``run`` (``elbolab eval --iwae/--active-units/--probe``), also written to
     ``<run>/diagnostics.json``; the result has ``to_text()`` and ``to_dict()``."""
     out = run.family.diagnostics(run, request)
-    atomic_write_json(run.folder / DIAGNOSTICS_FILE, {"step": run.step, "family": run.config.family,
-                                                      **out.to_dict()})
+    with RunLock(run.folder):
+        atomic_write_json(run.folder / DIAGNOSTICS_FILE, {"step": run.step, "family": run.config.family,
+                                                          **out.to_dict()})
     return out
 
 

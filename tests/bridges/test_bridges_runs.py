@@ -111,12 +111,25 @@ def _save_pipeline(folder, clip: bool = True):
     return folder
 
 
+def _image_folder(root, n: int = 1008) -> str:
+    """``n`` 8x8 grey PNGs (smooth random blobs, seeded): data at the UNet's native size for eval, FID and
+    inpainting (the default hold-out of 1000 test images; ``eval --bpd`` reads the dataset with its defaults)."""
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    root.mkdir()
+    for i in range(n):
+        img = torch.nn.functional.interpolate(torch.rand(1, 1, 3, 3, generator=g), size=8, mode="bilinear")
+        Image.fromarray((img[0, 0] * 255).round().byte().numpy(), mode="L").save(root / f"{i:04d}.png")
+    return f"imagefolder:{root}"
+
+
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory):
     root = tmp_path_factory.mktemp("imported")
     src = _save_pipeline(root / "pipe")
     run = root / "run"
-    assert main(["import-diffusers", str(src), "--out", str(run)]) == 0
+    assert main(["import-diffusers", str(src), "--out", str(run), "--data", _image_folder(root / "images")]) == 0
     return src, run
 
 
@@ -168,10 +181,13 @@ def test_eval_bpd_and_ode_nll_on_the_imported_run(imported, capsys):
 
 
 def test_fid_and_inpainting_on_the_imported_run(imported, tmp_path):
-    _, run = imported
-    assert main(["eval", str(run), "--metrics", "fid", "--n", "16", "--steps", "3", "--sampler", "ddim",
+    src, run = imported
+    mnist = tmp_path / "mnist-run"  # FID's feature networks are MNIST's: the default data of a 1-channel UNet
+    assert main(["import-diffusers", str(src), "--out", str(mnist)]) == 0
+    assert load_run(mnist).config.data.name == "mnist-embedded"
+    assert main(["eval", str(mnist), "--metrics", "fid", "--n", "16", "--steps", "3", "--sampler", "ddim",
                  "--device", "cpu"]) == 0
-    fid = json.loads((run / "metrics.json").read_text())["fid"]["fid"]
+    fid = json.loads((mnist / "metrics.json").read_text())["fid"]["fid"]
     assert math.isfinite(fid) and fid > 0
     out = tmp_path / "inpaint"
     assert main(["inpaint", str(run), "--index", "0", "--samples", "1", "--steps", "4", "--jump-length", "1",

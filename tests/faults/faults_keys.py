@@ -19,8 +19,11 @@ IMAGE_SIZE_IN_CONFIG = "image_size"  # a key of config.toml's data section, as w
 # a key that exists, but in another family's section (a VAE's latent sizes), and how the error names it
 WRONG_FAMILY_KEY = "vae.latent_dims=[4]"
 WRONG_FAMILY_NAME = "vae"
-# a config file of family ddpm carrying another family's section
-WRONG_FAMILY_TOML = 'family = "ddpm"\n\n[vae]\nlatent_dims = [4]\n'
+# a config file of family ddpm carrying a VAE's key in its model section (tiny data and batch, so that a
+# regression that accepts it stays cheap), and the name its error must give
+WRONG_FAMILY_TOML = ('family = "ddpm"\n\n[data]\nlimit = 8\n\n[train]\nbatch_size = 8\n\n'
+                     '[model]\nlatent_dims = [4]\n')
+WRONG_FAMILY_TOML_NAME = "latent_dims"
 
 # the verb only the diffusion family has, used on a run folder of another family
 DDPM_ONLY_VERB = ["progressive", "--n", "2", "--frames", "2", "--steps", "2"]

@@ -277,7 +277,7 @@ def _wrong_family_toml(work: Path, base: BaseRun) -> None:
     toml = work / "mixed.toml"
     toml.write_text(K.WRONG_FAMILY_TOML)
     p = elbolab("train", str(toml), "--out", str(work / "run"), "--steps", "1")
-    assert_error(p, "config", K.WRONG_FAMILY_NAME, str(toml))
+    assert_error(p, "config", K.WRONG_FAMILY_TOML_NAME, str(toml))
 
 
 # --------------------------------------------------------------------------------------------------

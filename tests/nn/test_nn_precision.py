@@ -23,6 +23,26 @@ def test_fp32_is_the_model_itself_and_bad_values_are_named():
         with_precision(net, "fp16")
 
 
+@pytest.fixture(autouse=True)
+def _bf16_even_when_emulated(monkeypatch):
+    """These tests check the bf16 path itself, also on a CPU where it is emulated."""
+    monkeypatch.setenv("ELBOLAB_BF16", "force")
+
+
+def test_bf16_without_native_support_runs_float32(monkeypatch, caplog):
+    import elbolab.nn.precision as P
+
+    monkeypatch.delenv("ELBOLAB_BF16")
+    monkeypatch.setattr(P, "native_bf16", lambda device: False)
+    net = _net()
+    with caplog.at_level("WARNING"):
+        assert with_precision(net, "bf16") is net
+        assert P.effective_precision("bf16", "cpu") is Precision.FP32
+    monkeypatch.setattr(P, "native_bf16", lambda device: True)
+    assert isinstance(with_precision(net, "bf16"), AutocastModel)
+    assert P.effective_precision("fp32", "cpu") is Precision.FP32
+
+
 def test_bf16_output_is_float32_and_close_to_fp32():
     net = _net()
     wrapped = with_precision(net, "bf16")

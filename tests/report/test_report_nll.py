@@ -1,4 +1,4 @@
-"""``elbolab eval RUN --nll ode`` on the tiny DDPM run: the value written to metrics.json is exactly
+"""``elbolab eval RUN --nll ode`` on a tiny DDPM run (8x8 MNIST, 2 training steps): the value written to metrics.json is exactly
 bits_per_dim of the same test images with a generator of the same seed (the oracle the CLI must reproduce),
 it sits next to the ELBO, survives a later ``eval --bpd``, and the report shows it with its kind "ODE"."""
 
@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -42,13 +41,35 @@ class _Tags(HTMLParser):
             self._open = None
 
 
-def test_eval_nll_ode_matches_bits_per_dim_and_is_reported(tiny_run: Path, tmp_path: Path, capsys) -> None:
+def _image_folder(root: Path, n: int = 1008) -> str:
+    """``n`` 8x8 grey PNGs (smooth random blobs, seeded): a dataset whose native size is the network's, so that
+    ``eval --bpd`` and ``--nll`` read the same images the run trained on (``eval --bpd`` reads the dataset with
+    its defaults, hence the default hold-out of 1000 test images: 8 images train)."""
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    root.mkdir()
+    for i in range(n):
+        img = torch.nn.functional.interpolate(torch.rand(1, 1, 3, 3, generator=g), size=8, mode="bilinear")
+        Image.fromarray((img[0, 0] * 255).round().byte().numpy(), mode="L").save(root / f"{i:02d}.png")
+    return f"imagefolder:{root}"
+
+
+TINY = ["model.unet.base_channels=4", "model.unet.channel_mults=[1,2]", "model.unet.attention_resolutions=[]",
+        "model.unet.head_dim=4", "model.unet.groups=4", "model.diffusion.T=20",
+        "train.batch_size=4", "train.steps=2", "train.log_every=1"]
+
+
+def test_eval_nll_ode_matches_bits_per_dim_and_is_reported(tmp_path: Path, capsys) -> None:
+    from elbolab.config import apply_overrides, preset
     from elbolab.data import load_dataset
     from elbolab.diffusion.likelihood import bits_per_dim
-    from elbolab.runs import load_run
+    from elbolab.runs import load_run, train_run
 
     run_dir = tmp_path / "run"
-    shutil.copytree(tiny_run, run_dir)  # the session's run stays as the other tests expect it
+    data = _image_folder(tmp_path / "images")
+    train_run(apply_overrides(preset("ddpm-tiny"), [*TINY, f'data.name="{data}"']), run_dir, progress=False)
+    assert main(["eval", str(run_dir), "--bpd", "--bpd-n", "4", "--device", "cpu"]) == 0
     elbo = json.loads((run_dir / "metrics.json").read_text())["bpd"]
     assert main(["eval", str(run_dir), "--nll", "ode", "--nll-n", "2", "--nll-rtol", str(RTOL), "--seed", "5",
                  "--device", "cpu"]) == 0
@@ -67,7 +88,7 @@ def test_eval_nll_ode_matches_bits_per_dim_and_is_reported(tiny_run: Path, tmp_p
     assert nll["value"] == pytest.approx(ref.mean, rel=1e-9) and nll["stderr"] == pytest.approx(ref.stderr, rel=1e-9)
     assert nll["nfe"] == ref.nfe and math.isfinite(nll["value"]) and nll["value"] > 0
 
-    assert main(["eval", str(run_dir), "--bpd", "--bpd-n", "8", "--device", "cpu"]) == 0
+    assert main(["eval", str(run_dir), "--bpd", "--bpd-n", "4", "--device", "cpu"]) == 0
     assert json.loads((run_dir / "metrics.json").read_text())["nll_ode"] == nll  # kept by a later eval --bpd
 
     res = build_report([run_dir], tmp_path / "r.html")

@@ -72,7 +72,9 @@ def run_diffusion(run) -> GaussianDiffusion:
     diffusion = run.family.diffusion(run.config)
     if diffusion is None:
         names = [f.name for f in all_families() if f.capabilities.diffusion]
-        raise ValueError(f"{run.folder} is a {run.config.family!r} run: this application needs a diffusion run "
+        from elbolab.errors import RunFolderError
+
+        raise RunFolderError(f"{run.folder} is a {run.config.family!r} run: this application needs a diffusion run "
                          f"(families: {', '.join(names)})")
     return diffusion
 

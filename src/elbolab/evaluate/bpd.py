@@ -35,6 +35,7 @@ class BPDMethod(str, enum.Enum):
 
     DISCRETIZED_GAUSSIAN = "discretized Gaussian decoder"
     UNIFORM_DEQUANTIZATION = "uniform dequantisation"
+    VDM_SOFTMAX = "VDM softmax decoder"  # p(x|z_0) a softmax over the 256 levels (Kingma et al. 2021, App. C)
 
 
 @dataclass

@@ -180,7 +180,7 @@ class VDMFamily(ModelFamily):
     default_sampler = "ancestral"
     # VDM's softmax decoder is a discrete decoder as the DDPM's is: the bound is on the 8-bit P(x) (no
     # dequantisation); BPDMethod has no value of its own for it yet
-    bpd_method = BPDMethod.DISCRETIZED_GAUSSIAN.value
+    bpd_method = BPDMethod.VDM_SOFTMAX.value
     tiny_overrides = ("unet.base_channels=4", "unet.channel_mults=[1,2]", "unet.num_res_blocks=1",
                       "unet.attention_resolutions=[]", "unet.head_dim=4", "unet.groups=4", "vdm.hidden=8",
                       "sample.ancestral.steps=3", "sample.flow-euler.steps=3", "sample.flow-heun.steps=2",

@@ -56,11 +56,14 @@ from tqdm.auto import tqdm
 
 from elbolab.config import LRSchedule, Precision, TrainConfig, save_toml, to_dict
 from elbolab.io import atomic_write_text
+from elbolab.nn.precision import effective_precision
 from elbolab.run_format import CONFIG_FILE, write_run_info
 from elbolab.train.batching import BatchStream, derive_seed
 from elbolab.train.checkpoint import (
     Checkpoint,
+    CheckpointError,
     checkpoint_step,
+    describe_mismatch,
     load_checkpoint,
     recover,
     save_checkpoint,
@@ -200,8 +203,6 @@ class Trainer:
             from elbolab.train.tensorboard import TensorBoardWriter
 
             self.tb = TensorBoardWriter(self.out_dir)
-        if cfg.precision == Precision.BF16 and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise ValueError(f"precision = 'bf16' but {torch.cuda.get_device_name(self.device)} lacks bf16; use 'fp32'")
         if n_samples is None:
             n_samples = int(getattr(getattr(run_config, "sample", None), "n", 64))
         if n_samples <= 0:
@@ -262,7 +263,7 @@ class Trainer:
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         return torch.autocast(self.device.type, dtype=torch.bfloat16,
-                              enabled=self.cfg.precision == Precision.BF16)
+                              enabled=effective_precision(self.cfg.precision, self.device) == Precision.BF16)
 
     def _rng_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {
@@ -314,13 +315,14 @@ class Trainer:
         st = ckpt.state
         try:
             self.model.load_state_dict(ckpt.model, strict=True)
-        except RuntimeError as e:
-            raise ValueError(f"{self.out_dir}: the checkpoint does not fit {type(self.model).__name__}: {e}") from None
+        except RuntimeError:
+            raise CheckpointError(f"{self.out_dir}: the checkpoint does not fit {type(self.model).__name__} "
+                                  f"({describe_mismatch(self.model.state_dict(), ckpt.model)})") from None
         if self.ema is not None:
             self.ema.load_state_dict({"shadow": ckpt.ema, "num_updates": st["ema_num_updates"]})
         saved_groups = set(st["optimizers"])
         if saved_groups != set(self.groups):
-            raise ValueError(f"{self.out_dir}: checkpoint has optimisers {sorted(saved_groups)}, "
+            raise CheckpointError(f"{self.out_dir}: checkpoint has optimisers {sorted(saved_groups)}, "
                              f"the objective declares {sorted(self.groups)}")
         for name, g in self.groups.items():
             g.optimizer.load_state_dict(st["optimizers"][name])
