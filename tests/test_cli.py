@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from elbolab.cli import build_parser, main
+from elbolab.errors import ExitCode
 
 VERBS = [["data", "info"], ["train"], ["sample"], ["eval"], ["demo"]]
 
@@ -32,19 +33,19 @@ def test_data_info_embedded(capsys):
 
 
 def test_bad_preset_is_a_clear_error(capsys, tmp_path):
-    assert main(["train", "ddpm-mnits", "--out", str(tmp_path / "r")]) == 2
+    assert main(["train", "ddpm-mnits", "--out", str(tmp_path / "r")]) == ExitCode.CONFIG
     err = capsys.readouterr().err
     assert "ddpm-mnits" in err and "ddpm-mnist" in err
 
 
 def test_bad_override_is_a_clear_error(capsys, tmp_path):
-    assert main(["train", "ddpm-tiny", "--out", str(tmp_path / "r"), "--set", "train.lrate=1"]) == 2
+    assert main(["train", "ddpm-tiny", "--out", str(tmp_path / "r"), "--set", "train.lrate=1"]) == ExitCode.CONFIG
     err = capsys.readouterr().err
     assert "lrate" in err and "valid keys" in err
 
 
 def test_sample_missing_run_is_a_clear_error(capsys, tmp_path):
-    assert main(["sample", str(tmp_path / "nope")]) == 2
+    assert main(["sample", str(tmp_path / "nope")]) == ExitCode.RUN_FOLDER
     assert "does not exist" in capsys.readouterr().err
 
 

@@ -162,6 +162,7 @@ LIBRARY_ERRORS: tuple[tuple[str, str, ExitCode], ...] = (
     ("elbolab.data.errors", "DataError", ExitCode.DATA),
     ("elbolab.train.checkpoint", "CheckpointError", ExitCode.RUN_FOLDER),
     ("elbolab.train.trainer", "NonFiniteLossError", ExitCode.DIVERGED),
+    ("elbolab.bridges.diffusers", "DiffusersUnavailable", ExitCode.USAGE),  # the message says what to install
 )
 
 _ERRNO_CODES = {

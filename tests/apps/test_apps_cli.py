@@ -62,7 +62,7 @@ def test_app_verbs_on_a_tiny_run(tiny_run, tmp_path, capsys):
 
 
 def test_app_verbs_report_clear_errors(tmp_path, capsys):
-    assert main(["inpaint", str(tmp_path / "missing")]) == 2
+    assert main(["inpaint", str(tmp_path / "missing")]) == 5  # ExitCode.RUN_FOLDER
     assert "does not exist" in capsys.readouterr().err
     assert main(["toy", "--frames", "1", "--out", str(tmp_path)]) == 2
     assert "frames" in capsys.readouterr().err

@@ -193,3 +193,53 @@ def test_fid_and_inpainting_on_the_imported_run(imported, tmp_path):
     assert main(["inpaint", str(run), "--index", "0", "--samples", "1", "--steps", "4", "--jump-length", "1",
                  "--resample", "1", "--out", str(out), "--device", "cpu"]) == 0
     assert list(out.glob("*.png"))
+
+
+def test_import_carries_the_ddpm_cifar10_32_architecture(tmp_path):
+    """google/ddpm-cifar10-32's unet/config.json and scheduler_config.json at 1/4 of its widths: every setting
+    that differs from UNet2DModel's defaults (attention_head_dim null, freq_shift 1, no sin/cos flip, padding 0,
+    norm_eps 1e-6) and the fixed_large variance reach the run, and the rebuilt network computes the same."""
+    torch.manual_seed(0)
+    unet = UNet2DModel(sample_size=32, in_channels=3, out_channels=3, layers_per_block=2, attention_head_dim=None,
+                       block_out_channels=(32, 64, 64, 64), norm_num_groups=32, norm_eps=1e-6, freq_shift=1,
+                       flip_sin_to_cos=False, downsample_padding=0, center_input_sample=False, act_fn="silu",
+                       down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+                       up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"))
+    sched = DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
+                          variance_type="fixed_large", clip_sample=True)
+    DDPMPipeline(unet=unet, scheduler=sched).save_pretrained(tmp_path / "pipe", safe_serialization=True)
+    assert main(["import-diffusers", str(tmp_path / "pipe"), "--out", str(tmp_path / "run")]) == 0
+    run = load_run(tmp_path / "run")
+    d, u = run.config.model.diffusion, run.config.model.diffusers_unet
+    assert (d.schedule.value, d.T, d.beta_start, d.beta_end, d.variance.value, d.prediction.value) == (
+        "linear", 1000, 1e-4, 0.02, "beta", "eps")
+    assert u.attention_head_dim == 0 and u.freq_shift == 1 and not u.flip_sin_to_cos and u.downsample_padding == 0
+    assert run.config.data.name == "cifar10" and run.config.data.image_size == 32
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(run.model(x, torch.tensor([500])), unet(x, 499).sample)
+    ours = run.family.diffusion(run.config).schedule.alpha_bars[1:]
+    torch.testing.assert_close(ours, sched.alphas_cumprod.double(), rtol=1e-5, atol=0)
+
+
+def test_unsupported_beta_schedule_is_refused(tmp_path):
+    from elbolab.bridges.diffusers import scheduler_to_diffusion_config
+
+    cfg = dict(DDPMScheduler(num_train_timesteps=T, beta_schedule="scaled_linear").config)
+    with pytest.raises(ValueError, match="beta_schedule = 'scaled_linear'.*choices: linear, squaredcos_cap_v2"):
+        scheduler_to_diffusion_config(cfg)
+    cos = dict(DDPMScheduler(num_train_timesteps=T, beta_schedule="squaredcos_cap_v2").config)
+    d, clip = scheduler_to_diffusion_config(cos)
+    assert d.schedule.value == "cosine" and clip  # DDPMScheduler's clip_sample defaults to True
+
+
+def test_a_diffusers_network_without_diffusers_says_what_to_install(monkeypatch):
+    import sys
+
+    from elbolab.bridges.diffusers import DiffusersUnavailable
+    from elbolab.families import get_family
+
+    cfg = apply_overrides(preset("ddpm-tiny"), NET)
+    monkeypatch.setitem(sys.modules, "diffusers", None)
+    with pytest.raises(DiffusersUnavailable, match=r"pip install elbolab\[diffusers\]"):
+        get_family("ddpm").build_model(cfg)

@@ -293,7 +293,8 @@ def test_samples_use_ema_weights_without_touching_training_rng(tmp_path):
     assert load_toml(tmp_path / "s" / "config.toml") == run_cfg
 
 
-def test_bf16_autocast_on_cpu(tmp_path):
+def test_bf16_autocast_on_cpu(tmp_path, monkeypatch):
+    monkeypatch.setenv("ELBOLAB_BF16", "force")  # the bf16 path itself, also where the CPU emulates bf16
     seen = []
 
     class Probe(Regression):
@@ -308,6 +309,14 @@ def test_bf16_autocast_on_cpu(tmp_path):
     assert all(math.isfinite(v) for v in r.losses)
     metrics = read_metrics(tmp_path)
     assert set(metrics[0]) >= {"step", "epoch", "loss", "lr", "grad_norm", "img/s", "mse"}
+    import elbolab.nn.precision as P  # without native bf16 the Trainer runs float32 instead
+
+    monkeypatch.delenv("ELBOLAB_BF16")
+    monkeypatch.setattr(P, "native_bf16", lambda device: False)
+    seen.clear()
+    Trainer(MLP(), Probe(), _dataset("tensor"), tiny_cfg(steps=1, precision=Precision.BF16), tmp_path / "f",
+            progress=False).fit()
+    assert seen[0] == (False, torch.float32)
 
 
 def test_objective_metric_named_like_a_trainer_key_is_prefixed(tmp_path):

@@ -79,7 +79,7 @@ def test_presets_build():
     for name, family in (("vae-mnist-fc", VAEKind.VAE), ("vae-mnist", VAEKind.VAE), ("hvae-mnist", VAEKind.HVAE),
                          ("ae-mnist", VAEKind.AE)):
         cfg = preset(name)
-        assert cfg.family is family
+        assert cfg.family == family.value
         model = build_vae(cfg.model.vae, (1, 28, 28), cfg.family)
         assert model(torch.zeros(1, 1, 28, 28)).shape == (1, 1, 28, 28)
     fc = build_vae(preset("vae-mnist-fc").model.vae, (1, 28, 28), VAEKind.VAE)

@@ -8,6 +8,8 @@ in Ho et al. 2020 (FID against the training set).
 
 from __future__ import annotations
 
+import dataclasses
+
 import enum
 import logging
 import os
@@ -196,11 +198,14 @@ BoundFn = Callable[[torch.Tensor, torch.Generator], dict[str, torch.Tensor]]
 def evaluate_bpd(bound_fn: BoundFn, dataset: str, method: BPDMethod | str, *, split: str = "test",
                  data_dir: str = "", n: int = 0, batch_size: int = 100, seed: int = 0,
                  images: torch.Tensor | None = None, progress: bool = True,
-                 extra: dict[str, float] | None = None, device: str | torch.device = "cpu") -> BitsPerDim:
+                 extra: dict[str, float] | None = None, device: str | torch.device = "cpu",
+                 data_config: DataConfig | None = None) -> BitsPerDim:
     """Bits/dim of a likelihood bound on real images: the first ``n`` (0 = all) of ``dataset``/``split``, or
-    ``images`` (N, C, H, W) uint8 if given. ``bound_fn`` returns per-image terms in bits/dim."""
+    ``images`` (N, C, H, W) uint8 if given. ``bound_fn`` returns per-image terms in bits/dim. ``data_config``:
+    a run's data section (its image size, channels and hold-out are kept; name, split and limit are set)."""
     if images is None:
-        data = load_dataset(DataConfig(name=dataset, data_dir=data_dir, split=split, limit=n))
+        base = data_config if data_config is not None else DataConfig()
+        data = load_dataset(dataclasses.replace(base, name=dataset, data_dir=data_dir, split=split, limit=n))
         images = data.images
     elif n:
         images = images[:n]
@@ -240,7 +245,7 @@ def evaluate_folder(run_dir: str | os.PathLike[str], metrics: Iterable[Metric | 
 
     run_dir = Path(run_dir)
     wanted = parse_metrics(metrics)
-    _, cfg_dataset, cfg_data_dir = run_dataset(run_dir)
+    run_cfg, cfg_dataset, cfg_data_dir = run_dataset(run_dir)
     dataset = dataset or cfg_dataset
     data_dir = cfg_data_dir if data_dir is None else data_dir
     sample_set: SampleSet | None = None
@@ -261,7 +266,7 @@ def evaluate_folder(run_dir: str | os.PathLike[str], metrics: Iterable[Metric | 
         if bound_fn is None:
             raise ValueError("metric 'bpd' needs bound_fn (the model's per-image likelihood bound)")
         bpd = evaluate_bpd(bound_fn, dataset, bpd_method, data_dir=data_dir, n=bpd_n, seed=seed, progress=progress,
-                           device=device)
+                           device=device, data_config=run_cfg.data)
     if sample_set is not None:
         result = evaluate_samples(sample_set, dataset, wanted, reference_split=reference_split, data_dir=data_dir,
                                   reference_limit=reference_limit, settings=settings, bpd=bpd, progress=progress)
