@@ -115,3 +115,24 @@ def test_missing_tensorboard_names_the_extra(tmp_path, monkeypatch):
     with pytest.raises(TensorBoardUnavailable, match=r"pip install elbolab\[tensorboard\]"):
         TensorBoardWriter(tmp_path)
     assert not (tmp_path / TENSORBOARD_DIR).exists()
+
+
+def test_train_tensorboard_true_writes_the_losses_of_metrics_jsonl_and_the_grid(tmp_path):
+    """``train.tensorboard = true``: the Trainer itself writes RUN/tensorboard/, with the same losses as
+    metrics.jsonl (float32) at the same steps and the end-of-run sample grid."""
+    g = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.tensor([2.0, -1.0]) + 0.5 * torch.randn(64, 2, generator=g))
+
+    def sample_fn(model, n, generator):
+        return torch.rand(n, 1, 4, 4, generator=generator) * 2 - 1
+
+    Trainer(_Net(), _Denoise(), data, tiny_cfg(steps=6, log_every=2, tensorboard=True), tmp_path,
+            sample_fn=sample_fn, n_samples=4, progress=False).fit()
+    records = read_metrics(tmp_path)
+    acc = _events(tmp_path)
+    loss = acc.Scalars("loss")
+    assert [e.step for e in loss] == [r["step"] for r in records] == [2, 4, 6]
+    assert [e.value for e in loss] == [float(np.float32(r["loss"])) for r in records]
+    assert [e.step for e in acc.Images("samples")] == [6]
+    Trainer(_Net(), _Denoise(), data, tiny_cfg(steps=2), tmp_path / "plain", progress=False).fit()
+    assert not (tmp_path / "plain" / TENSORBOARD_DIR).exists()  # only when asked
