@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 TORCH_PIN := torch==2.13.0
 
-.PHONY: venv install install-test demo test bench clean
+.PHONY: venv install install-test demo test test-slow bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,12 @@ install-test: venv
 demo: install
 	$(VENV)/bin/elbolab demo
 
+# the suite without the tests marked slow (< 10 min on 2 cores); CI runs both tiers (.ci/run)
 test: install-test
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: install-test
+	$(PY) -m pytest -q -m slow
 
 bench: venv
 	$(PIP) install --quiet -e ".[bench]"
