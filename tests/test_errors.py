@@ -15,7 +15,8 @@ from contextlib import redirect_stderr
 import pytest
 
 from elbolab import errors
-from elbolab.errors import ExitCode, describe, run_cli
+from elbolab.cli import run_cli
+from elbolab.errors import ExitCode, describe
 
 
 def _raise(exc: BaseException) -> BaseException:
@@ -137,7 +138,7 @@ def test_sigterm_becomes_an_interrupt_line(tmp_path):
     script.write_text(textwrap.dedent("""
         import os, signal, sys, time
         from argparse import Namespace
-        from elbolab.errors import run_cli
+        from elbolab.cli import run_cli
         def verb(args):
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(5)

@@ -7,10 +7,16 @@ place that prints (tables and the paths of what was written).
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import traceback
 import logging
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any, Callable
+
+from elbolab import errors
 
 log = logging.getLogger("elbolab")
 
@@ -508,6 +514,48 @@ def _attach_list_values(argv: list[str]) -> list[str]:
     return out
 
 
+def run_cli(func: Callable[[Any], int | None], args: Any, verb: str) -> int:
+    """Run one CLI verb, ``func(args)``, and turn what it raises into a message on stderr and an exit code.
+
+    A user/environment error prints ``elbolab VERB: error: MESSAGE`` (one line; the traceback before it
+    only with ``args.debug`` or ``ELBOLAB_DEBUG=1``) and returns its :class:`ExitCode`; a programming error
+    propagates with its traceback (exit 1). SIGTERM raises ``KeyboardInterrupt`` outside code that handles
+    it itself (the Trainer saves a checkpoint on SIGINT/SIGTERM and returns), so both end as "interrupted"
+    (130). Output piped into a closed reader (``| head``) is not an error.
+    """
+    debug = errors.debug_enabled(getattr(args, "debug", False))
+    previous = None
+    try:
+        previous = signal.signal(signal.SIGTERM, errors.sigterm_as_interrupt)
+    except (ValueError, OSError):  # not the main thread, or a platform without SIGTERM
+        previous = None
+    try:
+        return int(func(args) or 0)
+    except BrokenPipeError:
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+        return 0
+    except BaseException as exc:
+        if isinstance(exc, SystemExit):
+            raise
+        described = errors.describe(exc)
+        if described is None:
+            raise  # a bug: keep the traceback
+        message, code = described
+        if debug:
+            traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+        print(f"elbolab {verb}: error: {message}", file=sys.stderr)
+        return code
+    finally:
+        if previous is not None:
+            try:
+                signal.signal(signal.SIGTERM, previous)
+            except (ValueError, OSError):
+                pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(_attach_list_values(sys.argv[1:] if argv is None else argv))
@@ -516,9 +564,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    from elbolab import errors
-
-    return errors.run_cli(args.func, args, args.verb)
+    return run_cli(args.func, args, args.verb)
 
 
 if __name__ == "__main__":

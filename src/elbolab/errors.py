@@ -16,8 +16,8 @@ programming error. The library's own exception classes map onto the taxonomy eit
 :class:`ElbolabError` (the classes below) or through :data:`LIBRARY_ERRORS`, a table of the classes that
 live elsewhere (``ConfigError``, ``DataError``, ``CheckpointError``, ``NonFiniteLossError``); an ``OSError``
 maps by its ``errno`` (``ENOSPC`` -> disk full, ``EACCES`` -> permission denied, ``EIO`` -> I/O error) from
-wherever it was raised, because the environment, not our code, produced it. :func:`run_cli` is the one
-place the CLI turns an exception into a message and an exit code.
+wherever it was raised, because the environment, not our code, produced it. :func:`elbolab.cli.run_cli` is
+the one place the CLI turns an exception into a message and an exit code (and prints it).
 
 This module imports nothing heavy (no torch): the CLI may import it before it knows what it will run.
 """
@@ -30,8 +30,6 @@ import logging
 import os
 import signal
 import sys
-import traceback
-from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -281,47 +279,5 @@ def debug_enabled(flag: bool = False) -> bool:
     return bool(flag) or os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
+def sigterm_as_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
-
-
-def run_cli(func: Callable[[Any], int | None], args: Any, verb: str) -> int:
-    """Run one CLI verb, ``func(args)``, and turn what it raises into a message on stderr and an exit code.
-
-    A user/environment error prints ``elbolab VERB: error: MESSAGE`` (one line; the traceback before it
-    only with ``args.debug`` or ``ELBOLAB_DEBUG=1``) and returns its :class:`ExitCode`; a programming error
-    propagates with its traceback (exit 1). SIGTERM raises ``KeyboardInterrupt`` outside code that handles
-    it itself (the Trainer saves a checkpoint on SIGINT/SIGTERM and returns), so both end as "interrupted"
-    (130). Output piped into a closed reader (``| head``) is not an error.
-    """
-    debug = debug_enabled(getattr(args, "debug", False))
-    previous = None
-    try:
-        previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
-    except (ValueError, OSError):  # not the main thread, or a platform without SIGTERM
-        previous = None
-    try:
-        return int(func(args) or 0)
-    except BrokenPipeError:
-        try:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except OSError:
-            pass
-        return 0
-    except BaseException as exc:
-        if isinstance(exc, SystemExit):
-            raise
-        described = describe(exc)
-        if described is None:
-            raise  # a bug: keep the traceback
-        message, code = described
-        if debug:
-            traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
-        print(f"elbolab {verb}: error: {message}", file=sys.stderr)
-        return code
-    finally:
-        if previous is not None:
-            try:
-                signal.signal(signal.SIGTERM, previous)
-            except (ValueError, OSError):
-                pass

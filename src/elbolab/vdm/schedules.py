@@ -31,6 +31,8 @@ autocast disabled.
 
 from __future__ import annotations
 
+import abc
+
 import math
 from dataclasses import dataclass
 
@@ -91,18 +93,19 @@ class GammaAt:
     shape: tuple[Tensor, ...] = ()
 
 
-class GammaSchedule(nn.Module):
+class GammaSchedule(nn.Module, abc.ABC):
     """Base class: ``forward(t: (B,)) -> gamma: (B,)``, increasing in t, with endpoints gamma(0) and gamma(1)."""
 
     def forward(self, t: Tensor) -> Tensor:
         return self.evaluate(t).gamma
 
-    def evaluate(self, t: Tensor) -> GammaAt:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def evaluate(self, t: Tensor) -> GammaAt:
+        """gamma, gamma' and the shape tensors at ``t: (B,)``."""
 
-    def endpoints(self) -> tuple[Tensor, Tensor]:  # pragma: no cover - abstract
+    @abc.abstractmethod
+    def endpoints(self) -> tuple[Tensor, Tensor]:
         """(gamma_0, gamma_1) as 0-dim tensors (differentiable in the endpoint parameters)."""
-        raise NotImplementedError
 
     def gamma_prime(self, t: Tensor) -> Tensor:
         """d gamma / dt at ``t: (B,)`` -> ``(B,)``."""
