@@ -199,3 +199,28 @@ def test_loss_terms_replayable_and_checked():
         loss_terms(m, x, None, torch.Generator(), decoder="bernoulli")
     with pytest.raises(ValueError, match="T = -1"):
         loss_terms(m, x, None, torch.Generator(), T=-1)
+
+
+@pytest.mark.parametrize("g0", [-13.3, -9.0, -5.0, 0.0, 4.0])
+def test_windowed_softmax_decoder_equals_full_softmax(g0):
+    """The reconstruction term sums the normaliser over a window of bins; it must equal the full 256-way
+    log-softmax gathered at x, in value and in its gradients (z_0 and gamma_0), also for z_0 off the grid."""
+    from elbolab.vdm.elbo import _softmax_log_prob_at
+
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randint(0, 256, (4, 1, 6, 6), generator=gen).double() * 2 / 255 - 1
+    z = (x + 0.02 * torch.randn(x.shape, generator=gen, dtype=torch.float64)) * 0.999
+    z[0, 0, 0, :3] = torch.tensor([-1.7, 1.4, 0.0])  # beyond the grid and between bins
+    outs = []
+    for windowed in (True, False):
+        zz = z.clone().requires_grad_(True)
+        gg = torch.tensor(g0, dtype=torch.float64, requires_grad=True)
+        if windowed:
+            lp = _softmax_log_prob_at(x, zz, gg, 256)
+        else:
+            k = torch.round((x + 1) * 255 / 2).long()
+            lp = torch.gather(decoder_log_probs(zz, gg), -1, k[..., None]).squeeze(-1)
+        lp.sum().backward()
+        outs.append((lp.detach(), zz.grad, gg.grad))
+    for a, b in zip(outs[0], outs[1]):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
