@@ -108,3 +108,33 @@ def test_eval_nll_needs_a_diffusion(tmp_path: Path) -> None:
     cfg = apply_overrides(preset("vae-mnist-fc"), ['data.name="mnist-embedded"', "data.limit=8", "train.batch_size=4", "train.steps=1"])
     train_run(cfg, tmp_path / "vae", progress=False)
     assert main(["eval", str(tmp_path / "vae"), "--nll", "ode", "--nll-n", "1", "--device", "cpu"]) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset_name", ["vdm-mnist", "flow-mnist"])
+def test_eval_nll_ode_on_a_vdm_run(tmp_path: Path, preset_name: str) -> None:
+    """``--nll ode`` on a VDM run (learned schedule; and the flow-matching path) solves the VDM's own
+    probability-flow ODE: the value is bits_per_dim of the VDM read on its T = 1000 grid
+    (``elbolab.vdm.sampling.as_diffusion``), which the family's ``probability_flow`` hands over."""
+    from elbolab.config import apply_overrides, preset
+    from elbolab.data import load_dataset
+    from elbolab.diffusion.likelihood import bits_per_dim
+    from elbolab.families import get_family
+    from elbolab.runs import load_run, train_run
+    from elbolab.vdm.sampling import as_diffusion
+
+    run_dir = tmp_path / "run"
+    data = _image_folder(tmp_path / "images")
+    tiny = [*get_family("vdm").tiny_overrides, "train.batch_size=4", "train.steps=2", f'data.name="{data}"']
+    train_run(apply_overrides(preset(preset_name), tiny), run_dir, progress=False)
+    assert main(["eval", str(run_dir), "--nll", "ode", "--nll-n", "2", "--nll-rtol", str(RTOL), "--seed", "5",
+                 "--device", "cpu"]) == 0
+    nll = json.loads((run_dir / "metrics.json").read_text())["nll_ode"]
+
+    run = load_run(run_dir)
+    data = load_dataset(dataclasses.replace(run.config.data, split="test", limit=2))
+    x, _ = data.batch(torch.arange(2))
+    diffusion, view = as_diffusion(run.model)
+    ref = bits_per_dim(view, x, diffusion, generator=torch.Generator().manual_seed(5), rtol=RTOL, atol=RTOL)
+    assert nll["value"] == pytest.approx(ref.mean, rel=1e-9) and nll["nfe"] == ref.nfe
+    assert math.isfinite(nll["value"]) and nll["value"] > 0

@@ -145,6 +145,13 @@ class ModelFamily(abc.ABC):
         """The Gaussian diffusion of a diffusion run (for the applications), None for other families."""
         return None
 
+    def probability_flow(self, cfg: RunConfig, model: nn.Module) -> tuple[nn.Module, GaussianDiffusion] | None:
+        """``(network, diffusion)`` whose probability-flow ODE is the model's (``eval --nll ode``): a network
+        called like a DDPM's ``(x_t, t, y)`` on that diffusion; None for a family without one. The default is
+        the run's own network on :meth:`diffusion`."""
+        diffusion = self.diffusion(cfg)
+        return None if diffusion is None else (model, diffusion)
+
     def num_classes(self, cfg: RunConfig) -> int:
         """Classes of a class-conditional model (0 = unconditional)."""
         return 0

@@ -33,6 +33,7 @@ from torch import nn
 
 from elbolab.config import ConfigError, RunConfig, check_range
 from elbolab.diffusion import samplers as diffusion_samplers
+from elbolab.diffusion.process import GaussianDiffusion
 from elbolab.evaluate.bpd import BPDMethod
 from elbolab.families import register
 from elbolab.families.base import (BoundFn, DropLabels, ModelFamily, SampleBatch, SampleRequest, SamplerSpec,
@@ -220,6 +221,12 @@ class VDMFamily(ModelFamily):
         else:
             res = fn(vdm, shape, generator=generator, decoder=cfg.model.vdm.decoder, **options_kwargs(opts))
         return SampleBatch(images=res.sample.clamp(-1, 1), labels=None, nfe=res.nfe, method=f"{name}-{opts.steps}")
+
+    def probability_flow(self, cfg: RunConfig, model: nn.Module) -> tuple[nn.Module, GaussianDiffusion]:
+        """The VDM read on the T = 1000 grid (:func:`elbolab.vdm.sampling.as_diffusion`): its network at the
+        diffusion's noise level for every float t, so the ODE is the VDM's own between grid points too."""
+        diffusion, view = as_diffusion(model)
+        return view, diffusion
 
     def bound_fn(self, cfg: RunConfig, model: nn.Module, exact: bool) -> BoundFn | None:
         v = cfg.model.vdm

@@ -76,14 +76,16 @@ def ode_nll_run(run: Any, *, n: int = 256, n_dequant: int = 1, seed: int = 0,
 
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"--nll-n = {n!r} must be an integer >= 1")
-    diffusion = run.family.diffusion(run.config)
-    if diffusion is None:
-        raise ValueError(f"family {run.config.family!r} has no Gaussian diffusion: --nll ode needs a DDPM-like run")
+    flow = run.family.probability_flow(run.config, run.model)
+    if flow is None:
+        raise ValueError(f"family {run.config.family!r} has no probability-flow ODE: --nll ode needs a diffusion "
+                         f"run (ddpm, vdm)")
+    network, diffusion = flow
     data = load_dataset(dataclasses.replace(run.config.data, split="test", limit=n))
     x, _ = data.batch(torch.arange(len(data)))  # (n, C, H, W) in [-1, 1], 8-bit values
     gen = torch.Generator(run.device).manual_seed(seed)
     t0 = time.perf_counter()
-    res = bits_per_dim(run.model, x.to(run.device), diffusion, generator=gen, n_dequant=n_dequant,
+    res = bits_per_dim(network, x.to(run.device), diffusion, generator=gen, n_dequant=n_dequant,
                        exact_trace=exact_trace, rtol=rtol, atol=rtol)
     seconds = time.perf_counter() - t0
     logger.info("ODE NLL of %s: %.4f bits/dim on %d images (%d NFE, %.1f s)", run.folder, res.mean, len(data),
