@@ -91,6 +91,18 @@ def test_eval_nll_ode_matches_bits_per_dim_and_is_reported(tmp_path: Path, capsy
     assert main(["eval", str(run_dir), "--bpd", "--bpd-n", "4", "--device", "cpu"]) == 0
     assert json.loads((run_dir / "metrics.json").read_text())["nll_ode"] == nll  # kept by a later eval --bpd
 
+    # --nll-batch 2: the two images in one joint solve (same dequantisation and probes: one chunk draws what the
+    # per-image call draws), equal within the joint solve's tolerance, and the batch is stated
+    assert main(["eval", str(run_dir), "--nll", "ode", "--nll-n", "2", "--nll-rtol", str(RTOL), "--seed", "5",
+                 "--nll-batch", "2", "--device", "cpu"]) == 0
+    joint = json.loads((run_dir / "metrics.json").read_text())["nll_ode"]
+    assert joint["batch_size"] == 2 and "joint batches of 2" in joint["note"]
+    assert joint["value"] == pytest.approx(nll["value"], rel=30 * RTOL) and joint["value"] != nll["value"]
+    assert main(["eval", str(run_dir), "--nll", "ode", "--nll-batch", "0", "--device", "cpu"]) == 2
+    assert "--nll-batch = 0" in capsys.readouterr().err
+    assert main(["eval", str(run_dir), "--nll", "ode", "--nll-n", "2", "--nll-rtol", str(RTOL), "--seed", "5",
+                 "--device", "cpu"]) == 0  # the per-image value again, for the report below
+
     res = build_report([run_dir], tmp_path / "r.html")
     text = res.path.read_text()
     assert "bits/dim (ODE)" in text and "probability-flow ODE NLL" in text
