@@ -28,3 +28,8 @@ def test_pngs_are_written(tmp_path):
     with pytest.raises(ValueError, match="denoising_var"):
         plot_estimator_variance([{"step": 1, "loss": 1.0}], tmp_path / "none.png")
     assert not (tmp_path / "none.png").exists()
+    plot_estimator_variance({"learned": recs, "fixed": [{**r, "denoising_var": 2.0 / r["step"]} for r in recs]},
+                            tmp_path / "two.png")  # several runs on one axis
+    assert (tmp_path / "two.png").read_bytes()[:8] == PNG
+    with pytest.raises(ValueError, match="denoising_var"):
+        plot_estimator_variance({"a": [{"step": 1}]}, tmp_path / "none.png")

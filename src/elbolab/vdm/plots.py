@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import io
 import os
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from matplotlib.figure import Figure
@@ -63,20 +63,27 @@ def plot_snr_curves(schedule: GammaSchedule, path: str | os.PathLike[str], *, ti
     atomic_write_bytes(path, _png(fig))
 
 
-def plot_estimator_variance(records: Sequence[dict[str, Any]], path: str | os.PathLike[str], *,
-                            key: str = "denoising_var", title: str = "") -> None:
+def plot_estimator_variance(records: Sequence[dict[str, Any]] | Mapping[str, Sequence[dict[str, Any]]],
+                            path: str | os.PathLike[str], *, key: str = "denoising_var", title: str = "") -> None:
     """Write a PNG of ``key`` (default the batch variance of the denoising term, bits/dim squared) against the
-    training step, from ``metrics.jsonl`` records; a ValueError when no record has ``key``."""
-    pts = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float)) and "step" in r]
-    if not pts:
-        raise ValueError(f"no record has {key!r} (a VDM run logs it; keys seen: "
-                         f"{sorted({k for r in records for k in r})[:12]})")
+    training step, from ``metrics.jsonl`` records, or from several runs' records (``{label: records}``, one line
+    each); a ValueError when no record has ``key``."""
+    runs = dict(records) if isinstance(records, Mapping) else {"": records}
+    series = {label: [(r["step"], r[key]) for r in recs if isinstance(r.get(key), (int, float)) and "step" in r]
+              for label, recs in runs.items()}
+    if not any(series.values()):
+        seen = sorted({k for recs in runs.values() for r in recs for k in r})[:12]
+        raise ValueError(f"no record has {key!r} (a VDM run logs it; keys seen: {seen})")
     fig = Figure(figsize=(6.0, 3.5))
     ax = fig.add_subplot(1, 1, 1)
-    ax.plot([p[0] for p in pts], [p[1] for p in pts], linewidth=1.2)
+    for label, pts in series.items():
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], linewidth=1.2, label=label or None)
     ax.set_yscale("log")
     ax.set_xlabel("training step")
     ax.set_ylabel(f"{key} (bits/dim)^2")
     ax.set_title(title or "variance of the bound's estimator over training")
     ax.grid(True, color="#e3e6ea")
+    if any(series) and len(series) > 1:
+        ax.legend(fontsize=8)
     atomic_write_bytes(path, _png(fig))
