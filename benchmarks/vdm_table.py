@@ -139,6 +139,15 @@ def markdown(report: dict[str, Any]) -> str:
                      f"{fmt(t.get('prior'), digits=4)} | {fmt(t.get('denoising'))} | "
                      f"{fmt(e.get('value'), e.get('stderr'))} | {fmt(o.get('value'), o.get('stderr'))} | {fid} | "
                      f"{fmt(f.get('precision'))} | {fmt(f.get('recall'))} |")
+    checks = [r for r in report["rows"] if r.get("nll_ode_check")]
+    if checks:
+        lines += ["", "The ODE solver's tolerance: the same first test images at both tolerances (bits/dim, NFE of "
+                  "the whole subset):", "", "| row | n | rtol (table) | NLL | NFE | rtol (tight) | NLL | NFE |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in checks:
+            c = r["nll_ode_check"]
+            lines.append(f"| {r['label']} | {c['n']} | {report['nll_rtol']:g} | {fmt(c['value_at_table_rtol'])} | "
+                         f"{c['nfe_at_table_rtol']} | {c['rtol']:g} | {fmt(c['value'], c.get('stderr'))} | {c['nfe']} |")
     lines += ["", "Every FID candidate:", "", "| row | sampler | steps | NFE | FID | precision | recall | s/img |",
               "|---|---|---|---|---|---|---|---|"]
     for r in report["rows"]:
@@ -175,20 +184,37 @@ def plots(rows: list[tuple[str, Path, Any]], out: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--row", action="append", required=True, help="LABEL=RUN=SAMPLER:STEPS[,SAMPLER:STEPS...]")
+    p.add_argument("--row", action="append", default=[], help="LABEL=RUN=SAMPLER:STEPS[,SAMPLER:STEPS...]")
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--data-dir", default="")
     p.add_argument("--elbo-n", type=int, default=1000)
     p.add_argument("--nll-n", type=int, default=256)
     p.add_argument("--nll-batch", type=int, default=32)
     p.add_argument("--nll-rtol", type=float, default=1e-5)
+    p.add_argument("--nll-check-n", type=int, default=0,
+                   help="also the ODE NLL of the first N test images at --nll-check-rtol (the tolerance's bias)")
+    p.add_argument("--nll-check-rtol", type=float, default=1e-5)
     p.add_argument("--fid-n", type=int, default=1000)
+    p.add_argument("--merge", nargs="*", default=None,
+                   help="instead of evaluating: the rows of these JSON reports (in order) into OUT")
     p.add_argument("--skip", default="", help="comma-separated parts to skip: elbo,nll,fid")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--plots", action="store_true")
     p.add_argument("--out", default="benchmarks/results/vdm_bpd")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.merge:
+        parts = [json.loads(Path(m).read_text()) for m in args.merge]
+        report = {**parts[0], "rows": [r for part in parts for r in part["rows"]],
+                  "command": " + ".join(part["command"] for part in parts)}
+        atomic_write_json(Path(args.out).with_suffix(".json"), report)
+        atomic_write_text(Path(args.out).with_suffix(".md"), markdown(report))
+        if args.plots:
+            report["plots"] = plots([(r["label"], Path(r["run"]), None) for r in report["rows"]], Path(args.out))
+            atomic_write_json(Path(args.out).with_suffix(".json"), report)
+        return 0
+    if not args.row:
+        p.error("give at least one --row (or --merge)")
     rows = [parse_row(r) for r in args.row]
     skip = {s for s in args.skip.split(",") if s}
     out = Path(args.out)
@@ -208,6 +234,16 @@ def main(argv: list[str] | None = None) -> int:
                                          batch_size=args.nll_batch).to_dict()
             row["nll_ode"].pop("per_image", None)
             logger.info("%s: ODE NLL %s", label, row["nll_ode"])
+            if args.nll_check_n:
+                check = ode_nll_run(run, n=args.nll_check_n, seed=args.seed, rtol=args.nll_check_rtol,
+                                    batch_size=min(args.nll_batch, args.nll_check_n)).to_dict()
+                same = ode_nll_run(run, n=args.nll_check_n, seed=args.seed, rtol=args.nll_rtol,
+                                   batch_size=min(args.nll_batch, args.nll_check_n)).to_dict()
+                row["nll_ode_check"] = {"n": args.nll_check_n, "rtol": args.nll_check_rtol,
+                                        "value": check["value"], "stderr": check["stderr"], "nfe": check["nfe"],
+                                        "seconds": check["seconds"], "value_at_table_rtol": same["value"],
+                                        "nfe_at_table_rtol": same["nfe"]}
+                logger.info("%s: ODE NLL check %s", label, row["nll_ode_check"])
         if "fid" not in skip:
             row["fid"] = [fid_cell(run, args.dataset, args.data_dir, s, k, args.fid_n, args.seed) for s, k in cands]
             row["best_fid"] = min(row["fid"], key=lambda c: c.get("fid", math.inf))
