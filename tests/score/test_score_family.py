@@ -59,8 +59,13 @@ def test_ncsn_run_resolves_levels_trains_and_samples(tmp_path):
     assert batch.nfe == s.num_levels * 1 + 1 and batch.labels is None
     again = draw_samples(run, SampleRequest(n=3, seed=0, batch_size=3, options={"steps": 1}))
     assert torch.equal(again.images, batch.images)
-    with pytest.raises(ValueError, match="not a sampler of family 'ncsn'; choices: annealed_langevin"):
-        draw_samples(run, SampleRequest(n=2, sampler="ddim"))
+    with pytest.raises(ValueError, match="not a sampler of family 'ncsn'; choices: annealed_langevin, ddim"):
+        draw_samples(run, SampleRequest(n=2, sampler="ancestral"))
+    # the diffusion solvers on the VE form of the run's levels (elbolab.score.ve): exact NFE, seeded
+    fast = draw_samples(run, SampleRequest(n=2, seed=0, batch_size=2, sampler="dpmpp-2m", options={"steps": 4}))
+    assert fast.images.shape == (2, 1, 28, 28) and torch.isfinite(fast.images).all() and fast.nfe == 4
+    assert torch.equal(draw_samples(run, SampleRequest(n=2, seed=0, batch_size=2, sampler="dpmpp-2m",
+                                                       options={"steps": 4})).images, fast.images)
     with pytest.raises(ValueError, match="unconditional"):
         draw_samples(run, SampleRequest(n=2, guidance=1.0))
 

@@ -14,15 +14,18 @@ import torch
 from torch import nn
 
 from elbolab.config import RunConfig, check_range
+from elbolab.diffusion import samplers as diffusion_samplers
 from elbolab.families import register
-from elbolab.families.base import ModelFamily, SampleBatch, SampleRequest, SamplerSpec
-from elbolab.families.ddpm import conditional_objective, prepare_sampling, unet_for_data
+from elbolab.families.base import ModelFamily, SampleBatch, SampleRequest, SamplerSpec, options_kwargs
+from elbolab.families.ddpm import (ChurnOptions, DDIMOptions, DPMOptions, DPMSDEOptions, conditional_objective,
+                                   prepare_sampling, unet_for_data)
 from elbolab.nn.config import UNetConfig
 from elbolab.nn.unet import build_unet
 from elbolab.objectives import Objective
 from elbolab.score import (NCSN, DenoisingScoreMatching, annealed_langevin, choose_eps, levels_from_config,
                            resolve_score_config)
 from elbolab.score.config import ScoreConfig
+from elbolab.score.ve import ncsn_as_diffusion
 
 logger = logging.getLogger(__name__)
 
@@ -55,12 +58,21 @@ class NCSNFamily(ModelFamily):
 
     name = "ncsn"
     config_cls = NCSNConfig
-    samplers = {"annealed_langevin": SamplerSpec(annealed_langevin, AnnealedLangevinOptions,
-                                                 "Algorithm 1 of Song & Ermon 2019")}
+    samplers = {
+        "annealed_langevin": SamplerSpec(annealed_langevin, AnnealedLangevinOptions, "Algorithm 1 of Song & Ermon 2019"),
+        # the solvers of elbolab.diffusion on the VE form of the run's level range (elbolab.score.ve)
+        "ddim": SamplerSpec(diffusion_samplers.ddim, DDIMOptions, "DDIM on the VE levels read as a VP diffusion"),
+        "euler": SamplerSpec(diffusion_samplers.euler, ChurnOptions, "probability-flow ODE, Euler in VE coordinates"),
+        "heun": SamplerSpec(diffusion_samplers.heun, ChurnOptions, "Karras et al. 2022, Algorithm 2"),
+        "dpmpp-2m": SamplerSpec(diffusion_samplers.dpmpp_2m, DPMOptions, "DPM-Solver++(2M)"),
+        "dpmpp-2m-sde": SamplerSpec(diffusion_samplers.dpmpp_2m_sde, DPMSDEOptions, "DPM-Solver++(2M) SDE"),
+    }
     default_sampler = "annealed_langevin"
     tiny_overrides = ("unet.base_channels=4", "unet.channel_mults=[1,2]", "unet.num_res_blocks=1",
                       "unet.attention_resolutions=[]", "unet.head_dim=4", "unet.groups=4", "score.num_levels=4",
-                      "score.sigma_1=20.0", "score.sigma_L=0.1", "score.steps_per_level=1")
+                      "score.sigma_1=20.0", "score.sigma_L=0.1", "score.steps_per_level=1",
+                      "sample.ddim.steps=3", "sample.euler.steps=3", "sample.heun.steps=2",
+                      "sample.dpmpp-2m.steps=3", "sample.dpmpp-2m-sde.steps=3")
 
     def adapt_to_data(self, cfg: RunConfig, image_shape: tuple[int, int, int], num_classes: int) -> RunConfig:
         """The U-Net input as for a DDPM, and the automatic (0) values of ``[model.score]`` resolved from the data."""
@@ -101,6 +113,13 @@ class NCSNFamily(ModelFamily):
         name, opts = self.sampler_options(cfg, request)
         s = cfg.model.score
         levels = levels_from_config(s)
+        if name != "annealed_langevin":
+            guided, shape = prepare_sampling(cfg, cfg.model.unet, model, n, request)
+            diffusion, view = ncsn_as_diffusion(guided.model, levels.sigma_L, levels.sigma_1)
+            res = self.samplers[name].fn(view, shape, diffusion, generator=generator, cond=guided.labels,
+                                         **options_kwargs(opts))
+            return SampleBatch(images=res.sample.clamp(-1, 1), labels=guided.labels, nfe=res.nfe,
+                               method=f"{name}-{opts.steps}")
         T = opts.steps or s.steps_per_level
         eps = opts.eps or (s.eps if T == s.steps_per_level else choose_eps(T, levels.gamma, levels.sigma_L))
         guided, shape = prepare_sampling(cfg, cfg.model.unet, model, n, request)
