@@ -130,3 +130,17 @@ def test_coefficients_follow_data_dtype_and_device(make_diffusion):
         x = torch.zeros(2, 1, 4, 4, dtype=dtype)
         c = d.coef("alpha_bars", torch.tensor([1, 10]), x)
         assert c.dtype == dtype and c.shape == (2, 1, 1, 1)
+
+
+def test_timesteps_range_is_checked_on_the_cpu_only_no_host_sync_elsewhere():
+    """The value check of t reads t.min()/t.max(): on a GPU that is a host synchronisation in every inner-loop call,
+    so it runs for CPU tensors only (the samplers and objectives make their times in range once, at entry). A meta
+    tensor stands in for a device tensor: reading its values would raise, so passing shows no value was read."""
+    d = GaussianDiffusion(NoiseSchedule.linear(10))
+    with pytest.raises(ValueError, match="must lie in 1..10"):
+        d.timesteps(torch.tensor([0, 11]), torch.zeros(2, 3))
+    x = torch.zeros(2, 3, device="meta")
+    out = d.timesteps(torch.full((2,), 99, device="meta"), x)
+    assert out.device.type == "meta" and out.dtype == torch.long
+    with pytest.raises(ValueError, match="shape"):  # type and shape are still checked everywhere
+        d.timesteps(torch.full((3,), 1, device="meta"), x)

@@ -151,7 +151,13 @@ class GaussianDiffusion:
         return self._tables[name]
 
     def timesteps(self, t: Tensor | int, x: Tensor, *, low: int = 1) -> Tensor:
-        """Validate ``t`` for a batch ``x: (B, ...)``: a (B,) long tensor with values in ``low..T``."""
+        """Validate ``t`` for a batch ``x: (B, ...)``: a (B,) long tensor with values in ``low..T``.
+
+        Type and shape are checked always (no cost). The value range is checked for ``t`` on the CPU only:
+        reading t.min() of a GPU tensor is a host synchronisation, and the methods below run it on every call of
+        a sampler's or trainer's inner loop. There the times are checked once where they are made: the samplers
+        build their grid on the CPU (:func:`elbolab.diffusion.samplers.time_grid`) and the objective draws t
+        in range by construction."""
         B = x.shape[0]
         if isinstance(t, int) and not isinstance(t, bool):
             t = torch.full((B,), t, dtype=torch.long, device=x.device)
@@ -159,7 +165,7 @@ class GaussianDiffusion:
             raise ValueError(f"t must be an int or an integer tensor of shape ({B},), got {t!r:.80}")
         if t.shape != (B,):
             raise ValueError(f"t must have shape ({B},) to match the batch, got {tuple(t.shape)}")
-        if t.numel() and (int(t.min()) < low or int(t.max()) > self.T):
+        if t.numel() and t.device.type == "cpu" and (int(t.min()) < low or int(t.max()) > self.T):
             raise ValueError(
                 f"t must lie in {low}..{self.T} (T = {self.T}), got values in {int(t.min())}..{int(t.max())}"
             )
