@@ -166,3 +166,10 @@ def test_run_format_1_config_upgrades(tmp_path):
     ncsn = C.load_toml(tmp_path / "n.toml")
     assert ncsn.model.score.p_uncond == 0.2 and ncsn.sample.sampler == "annealed_langevin"
     assert ncsn.sample.options["annealed_langevin"].steps == 0  # format 1 ignored [sample] steps for NCSN
+
+
+@pytest.mark.parametrize("item, fragment", [
+    ("vae.activation=sigmoid", "vae.activation.*'tanh'"), ("vae.layer_depth=0", "vae.layer_depth = 0 must be > 0")])
+def test_bad_vae_values_name_the_field(item, fragment):
+    with pytest.raises(C.ConfigError, match=fragment):
+        C.apply_overrides(C.preset("hvae-burda-mnist"), [item])

@@ -119,3 +119,29 @@ def test_convnets_shapes():
     assert MLPDecoder(20, (400,), 2, (28, 28))(torch.zeros(2, 20)).shape == (2, 2, 28, 28)
     with pytest.raises(ValueError, match="positive"):
         MLPEncoder((1, 28, 28), (0,), 4)
+
+
+def _linear(a: int, b: int) -> int:
+    return a * b + b
+
+
+def test_burda_presets_build_the_architectures_of_their_table_1():
+    """vae-burda-mnist: 784-200-200-(2x50) encoder, 50-200-200-784 decoder, tanh; hvae-burda-mnist: adds
+    z_1 (100) -> 100 -> 100 -> (2x50) and back, with two tanh layers in each transition (Burda et al. 2016)."""
+    import torch.nn as nn
+
+    vae = build_vae(preset("vae-burda-mnist").model.vae, (1, 28, 28), VAEKind.VAE)
+    enc = _linear(784, 200) + _linear(200, 200) + _linear(200, 100)
+    dec = _linear(50, 200) + _linear(200, 200) + _linear(200, 784)
+    assert sum(p.numel() for p in vae.parameters()) == enc + dec
+    acts = {type(m) for m in vae.modules() if isinstance(m, (nn.ReLU, nn.Tanh))}
+    assert acts == {nn.Tanh}
+
+    hvae = build_vae(preset("hvae-burda-mnist").model.vae, (1, 28, 28), VAEKind.HVAE)
+    enc = _linear(784, 200) + _linear(200, 200) + _linear(200, 200)
+    dec = _linear(100, 200) + _linear(200, 200) + _linear(200, 784)
+    up = _linear(100, 100) + _linear(100, 100) + _linear(100, 100)
+    down = _linear(50, 100) + _linear(100, 100) + _linear(100, 200)
+    assert sum(p.numel() for p in hvae.parameters()) == enc + dec + up + down
+    assert {type(m) for m in hvae.modules() if isinstance(m, (nn.ReLU, nn.Tanh))} == {nn.Tanh}
+    assert hvae.latent_dims == (100, 50)

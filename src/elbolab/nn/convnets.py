@@ -32,19 +32,32 @@ def _positive(name: str, values: Sequence[int], allow_empty: bool = True) -> tup
 # --------------------------------------------------------------------------------------------------
 # Fully connected (the notes' 784 -> ... -> 20 VAE)
 # --------------------------------------------------------------------------------------------------
+#: hidden-layer non-linearities of the fully-connected networks (``tanh``: Burda et al. 2016's VAE/IWAE)
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+def activation_module(name: str) -> nn.Module:
+    key = str(getattr(name, "value", name))
+    if key not in ACTIVATIONS:
+        raise ValueError(f"activation = {name!r} is not one of {', '.join(map(repr, ACTIVATIONS))}")
+    return ACTIVATIONS[key]()
+
+
 class FeedForward(nn.Module):
-    """Vector MLP ``(B, in_features) -> (B, out_features)``: Linear + ReLU per hidden width, then Linear.
+    """Vector MLP ``(B, in_features) -> (B, out_features)``: Linear + ``activation`` (ReLU or tanh) per hidden
+    width, then Linear.
 
     ``hidden_sizes = ()`` gives a single affine map (used for linear-Gaussian models with an exact likelihood).
     """
 
-    def __init__(self, in_features: int, hidden_sizes: Sequence[int], out_features: int) -> None:
+    def __init__(self, in_features: int, hidden_sizes: Sequence[int], out_features: int,
+                 activation: str = "relu") -> None:
         super().__init__()
         (in_features, out_features) = _positive("FeedForward in/out features", (in_features, out_features))
         widths = (in_features, *_positive("hidden_sizes", hidden_sizes))
         layers: list[nn.Module] = []
         for a, b in zip(widths[:-1], widths[1:]):
-            layers += [nn.Linear(a, b), nn.ReLU()]
+            layers += [nn.Linear(a, b), activation_module(activation)]
         layers.append(nn.Linear(widths[-1], out_features))
         self.net = nn.Sequential(*layers)
         self.in_features, self.out_features = in_features, out_features
@@ -56,13 +69,14 @@ class FeedForward(nn.Module):
 class MLPEncoder(nn.Module):
     """``x: (B, C, H, W) -> (B, out_features)``: flatten to C*H*W (784 for MNIST), then :class:`FeedForward`."""
 
-    def __init__(self, image_shape: Sequence[int], hidden_sizes: Sequence[int], out_features: int) -> None:
+    def __init__(self, image_shape: Sequence[int], hidden_sizes: Sequence[int], out_features: int,
+                 activation: str = "relu") -> None:
         super().__init__()
         self.image_shape = _positive("image_shape", image_shape, allow_empty=False)
         if len(self.image_shape) != 3:
             raise ValueError(f"image_shape = {list(self.image_shape)}: expected (C, H, W)")
         c, h, w = self.image_shape
-        self.mlp = FeedForward(c * h * w, hidden_sizes, out_features)
+        self.mlp = FeedForward(c * h * w, hidden_sizes, out_features, activation)
         self.out_features = out_features
 
     def forward(self, x: Tensor) -> Tensor:
@@ -72,13 +86,14 @@ class MLPEncoder(nn.Module):
 class MLPDecoder(nn.Module):
     """``z: (B, in_features) -> (B, out_channels, H, W)``: :class:`FeedForward` to out_channels*H*W, reshaped."""
 
-    def __init__(self, in_features: int, hidden_sizes: Sequence[int], out_channels: int, image_size: Sequence[int]):
+    def __init__(self, in_features: int, hidden_sizes: Sequence[int], out_channels: int, image_size: Sequence[int],
+                 activation: str = "relu"):
         super().__init__()
         self.out_shape = _positive("decoder output shape", (out_channels, *image_size), allow_empty=False)
         if len(self.out_shape) != 3:
             raise ValueError(f"image_size = {list(image_size)}: expected (H, W)")
         c, h, w = self.out_shape
-        self.mlp = FeedForward(in_features, hidden_sizes, c * h * w)
+        self.mlp = FeedForward(in_features, hidden_sizes, c * h * w, activation)
 
     def forward(self, z: Tensor) -> Tensor:
         return self.mlp(z).view(z.shape[0], *self.out_shape)

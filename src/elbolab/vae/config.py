@@ -21,6 +21,13 @@ class VAEArchitecture(str, enum.Enum):
     CONV = "conv"  # stride-2 conv encoder / transposed-conv decoder (28x28x1, 32x32x3)
 
 
+class Activation(str, enum.Enum):
+    """Hidden-layer non-linearity of the fully-connected networks (encoder, decoder, HVAE transitions)."""
+
+    RELU = "relu"
+    TANH = "tanh"  # Burda, Grosse & Salakhutdinov 2016 (the VAE/IWAE of their Table 1)
+
+
 class DecoderLikelihood(str, enum.Enum):
     """p_theta(x|z) of a VAE."""
 
@@ -46,6 +53,8 @@ class VAEConfig:
     channels: tuple[int, ...] = (32, 64)  # conv: one stride-2 stage per entry (decoder mirrors)
     conv_hidden: int = 256  # conv: width of the fully-connected layer after the conv stages
     layer_hidden: int = 256  # hvae: hidden width of q(z_l|z_{l-1}) and p(z_{l-1}|z_l)
+    layer_depth: int = 1  # hvae: hidden layers of that width in each transition (Burda et al. 2016: 2)
+    activation: Activation = Activation.RELU  # fc networks and hvae transitions
     likelihood: DecoderLikelihood = DecoderLikelihood.BERNOULLI
     gaussian_std: float = 0.1  # gaussian_fixed: decoder std in units of [-1, 1] data
     beta: float = 1.0  # weight of the KL terms (1 = the ELBO)
@@ -54,7 +63,7 @@ class VAEConfig:
     iwae_samples: int = 5000  # K of the importance-weighted bound reported by eval
 
     def validate(self, prefix: str) -> None:
-        check_range(self, prefix, positive=("in_channels", "image_size", "conv_hidden", "layer_hidden",
+        check_range(self, prefix, positive=("in_channels", "image_size", "conv_hidden", "layer_hidden", "layer_depth",
                                             "gaussian_std", "beta", "iwae_samples"),
                     non_negative=("kl_warmup_steps", "free_bits"))
         for f in ("latent_dims", "hidden_sizes", "channels"):

@@ -32,8 +32,9 @@ def _networks(cfg: VAEConfig, image_shape: tuple[int, int, int], enc_out: int, d
     c, h, w = image_shape
     arch = VAEArchitecture(cfg.architecture)
     if arch is VAEArchitecture.FC:
-        return (MLPEncoder(image_shape, cfg.hidden_sizes, enc_out),
-                MLPDecoder(latent, tuple(reversed(cfg.hidden_sizes)), dec_out_channels, (h, w)))
+        act = cfg.activation.value if hasattr(cfg.activation, "value") else str(cfg.activation)
+        return (MLPEncoder(image_shape, cfg.hidden_sizes, enc_out, act),
+                MLPDecoder(latent, tuple(reversed(cfg.hidden_sizes)), dec_out_channels, (h, w), act))
     if h != w:
         raise ValueError(f"architecture 'conv' needs square images, got image_shape = {list(image_shape)}")
     return (ConvEncoder(c, h, cfg.channels, cfg.conv_hidden, enc_out),
@@ -66,9 +67,10 @@ def build_vae(cfg: VAEConfig, image_shape: Sequence[int] | None = None,
     encoder, decoder = _networks(cfg, image_shape, 2 * dims[0], likelihood.params_per_channel * c, dims[0])
     if family is VAEKind.VAE:
         return VAE(encoder, decoder, likelihood, dims[0], image_shape)
-    hidden = (cfg.layer_hidden,)
-    up = [FeedForward(dims[i - 1], hidden, 2 * dims[i]) for i in range(1, len(dims))]
-    down = [FeedForward(dims[i], hidden, 2 * dims[i - 1]) for i in range(1, len(dims))]
+    hidden = (cfg.layer_hidden,) * cfg.layer_depth
+    act = cfg.activation.value if hasattr(cfg.activation, "value") else str(cfg.activation)
+    up = [FeedForward(dims[i - 1], hidden, 2 * dims[i], act) for i in range(1, len(dims))]
+    down = [FeedForward(dims[i], hidden, 2 * dims[i - 1], act) for i in range(1, len(dims))]
     return HVAE(encoder, decoder, likelihood, dims, image_shape, up, down)
 
 
