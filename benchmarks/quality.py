@@ -14,6 +14,11 @@ Usage (from the repository root):
     # reuse samples instead of drawing them: RUN=SAMPLES.npz
     python benchmarks/quality.py --runs runs/gan --samples runs/gan=runs/gan/samples/eval_2000.npz
 
+    # the one table across families (issue 17): train every family's full-MNIST preset for the same budget
+    # (one thread each, two at a time; a finished run folder is reused, a killed one resumed), then score them
+    python benchmarks/quality.py --all-presets --minutes 30 --data-dir ../shared/data/mnist \
+        --runs-dir runs/families --reuse ddpm=benchmarks/reference-runs/ddpm60 --out benchmarks/results/families
+
 Writes ``benchmarks/results/quality.json`` and ``quality.md`` (atomically). Samples of a run are drawn through
 a generic ``sample_fn(batch, generator) -> (B, C, H, W) in [-1, 1]`` (:class:`RunSampler`, any family that
 ``elbolab.runs.load_run`` opens) and saved to ``RUN/samples/eval_<n>.npz`` for reuse; bits/dim come from the
@@ -143,6 +148,176 @@ def run_row(run_dir: Path, dataset: str, data_dir: str, n: int, settings: EvalSe
                                 note=run_dir.name)
 
 
+# --------------------------------------------------------------------------------------------------
+# --all-presets: one row per family, each trained from its full-MNIST preset for the same budget
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FamilyPreset:
+    """A family's row of the table: its preset, the samples behind its sample metrics, and its likelihood
+    (``nll``: "ELBO" = the family's bound, "IWAE-5000" = the VAE diagnostics, "exact" = PixelCNN, "" = none)."""
+
+    family: str
+    preset: str
+    n: int = 1000
+    nll: str = ""
+    overrides: tuple[str, ...] = ()
+
+
+FAMILY_PRESETS = (
+    FamilyPreset("ddpm", "ddpm-mnist", nll="ELBO"),
+    FamilyPreset("vdm", "vdm-mnist-full", nll="ELBO"),
+    FamilyPreset("ncsn", "ncsn-mnist"),
+    FamilyPreset("gan", "gan-sn-hinge-mnist"),
+    # 8-bit MNIST: the Burda et al. architectures with the discretised decoder, so bits/dim compare across rows
+    FamilyPreset("vae", "vae-burda-mnist", nll="IWAE-5000", overrides=("vae.likelihood=discretized",)),
+    FamilyPreset("hvae", "hvae-burda-mnist", nll="IWAE-5000", overrides=("vae.likelihood=discretized",)),
+    FamilyPreset("pixelcnn", "pixelcnn-mnist", n=256, nll="exact"),
+)
+
+
+def _run_finished(run_dir: Path, minutes: float) -> bool:
+    """A run folder whose last checkpoint was written after ``minutes`` of training (metrics.jsonl)."""
+    try:
+        last = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()][-1]
+    except (OSError, IndexError, json.JSONDecodeError):
+        return False
+    return (run_dir / "checkpoint.json").exists() and float(last.get("time", 0.0)) >= 60.0 * minutes * 0.98
+
+
+def train_presets(presets: list[FamilyPreset], runs_dir: Path, minutes: float, data_dir: str,
+                  parallel: int) -> dict[str, Path]:
+    """Train each preset into ``runs_dir/<preset>`` with ``elbolab train`` (a subprocess, one thread each,
+    ``parallel`` at a time); reuse finished folders and resume killed ones. Returns family -> run folder."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    todo, out = [], {}
+    for fp in presets:
+        run_dir = runs_dir / fp.preset
+        out[fp.family] = run_dir
+        if _run_finished(run_dir, minutes):
+            logger.info("%s: reusing the finished run %s", fp.family, run_dir)
+            continue
+        cmd = [sys.executable, "-m", "elbolab", "train", fp.preset, "--data", "mnist", "--minutes", str(minutes),
+               "--out", str(run_dir)]
+        cmd += ["--data-dir", data_dir] if data_dir else []
+        cmd += [x for o in fp.overrides for x in ("--set", o)]
+        cmd += ["--resume"] if (run_dir / "checkpoint.json").exists() else []
+        todo.append((fp.family, cmd, run_dir))
+    running: list[tuple[str, subprocess.Popen, Any]] = []
+    while todo or running:
+        while todo and len(running) < parallel:
+            family, cmd, run_dir = todo.pop(0)
+            run_dir.parent.mkdir(parents=True, exist_ok=True)
+            log = open(run_dir.parent / f"{run_dir.name}.log", "a")
+            logger.info("training %s: %s", family, " ".join(cmd))
+            running.append((family, subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), log))
+        time.sleep(5)
+        for item in list(running):
+            family, proc, log = item
+            if proc.poll() is not None:
+                log.close()
+                running.remove(item)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"training {family} failed (exit {proc.returncode}); see its .log")
+    return out
+
+
+def family_row(fp: FamilyPreset, run_dir: Path, dataset: str, data_dir: str, settings: EvalSettings, bpd_n: int,
+               iwae_n: int, seed: int) -> tuple[QualityRow, torch.Tensor, dict[str, Any]]:
+    """Score one family's run: ``fp.n`` samples (its default sampler), the likelihood of ``fp.nll``; returns the
+    row, its first 64 samples (for the grid) and the extra figures (nll standard error, n of the likelihood)."""
+    info = read_run(run_dir)
+    run = load_run(run_dir)
+    sample_fn = RunSampler(run, None, None)
+    sample_set = generate_samples(sample_fn, fp.n, batch_size=min(250, fp.n),
+                                  generator=torch.Generator().manual_seed(seed))
+    result = evaluate_samples(sample_set, dataset, SAMPLE_METRICS, reference_split="train", data_dir=data_dir,
+                              settings=settings)
+    extra: dict[str, Any] = {"preset": fp.preset, "run": str(run_dir), "n": fp.n}
+    nll = None
+    if fp.nll == "IWAE-5000":
+        from elbolab.families.base import DiagnosticsRequest
+        from elbolab.runs import diagnose_run
+
+        lik = diagnose_run(run, DiagnosticsRequest(iwae=5000, n=iwae_n, seed=seed, progress=False)).likelihood
+        nll = lik.iwae_bpd
+        extra.update(nll_stderr=lik.iwae_bpd_stderr, nll_n=lik.num_examples, iwae_nats=lik.iwae_nll,
+                     elbo_bpd=lik.elbo_bpd, likelihood=lik.likelihood)
+    elif fp.nll:
+        bound_fn = run.family.bound_fn(run.config, run.model, fp.nll == "exact")
+        bpd = evaluate_bpd(bound_fn, dataset, run.family.bpd_method, data_dir=data_dir, n=bpd_n, seed=seed,
+                           data_config=run.config.data, progress=False)
+        nll = bpd.value
+        extra.update(nll_stderr=bpd.stderr, nll_n=bpd.n, nll_terms=bpd.terms)
+    row = QualityRow.from_eval(fp.family, result, params=info.params, train_minutes=info.train_minutes,
+                               train_img_per_s=info.train_img_per_s, sample_s_per_img=sample_set.seconds / fp.n,
+                               nfe=sample_fn.nfe, note=fp.preset, nll_kind=fp.nll, n_samples=fp.n)
+    row.test_bpd = nll
+    images = sample_set.images[:64].float() / 127.5 - 1.0
+    return row, images, extra
+
+
+def grids_png(grids: dict[str, torch.Tensor], path: Path) -> None:
+    """One 8x8 grid per family, side by side, titled."""
+    import io
+
+    from matplotlib.figure import Figure
+
+    from elbolab.io import atomic_write_bytes
+    from elbolab.viz.grid import make_grid
+
+    fig = Figure(figsize=(2.4 * len(grids), 2.7))
+    for i, (name, images) in enumerate(grids.items()):
+        ax = fig.add_subplot(1, len(grids), i + 1)
+        arr = make_grid(images, nrow=8)
+        ax.imshow(arr[:, :, 0] if arr.shape[2] == 1 else arr, cmap="gray", vmin=0, vmax=255)
+        ax.set_title(name, fontsize=10)
+        ax.axis("off")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def all_presets(args: argparse.Namespace, settings: EvalSettings, argv: list[str] | None) -> int:
+    wanted = [f for f in args.families.split(",") if f] if args.families else [fp.family for fp in FAMILY_PRESETS]
+    unknown = sorted(set(wanted) - {fp.family for fp in FAMILY_PRESETS})
+    if unknown:
+        raise SystemExit(f"--families: unknown {unknown}; choices: {', '.join(fp.family for fp in FAMILY_PRESETS)}")
+    reuse = {}
+    for item in args.reuse:
+        family, _, run = item.partition("=")
+        reuse[family] = Path(run)
+    presets = [fp for fp in FAMILY_PRESETS if fp.family in wanted]
+    runs = train_presets([fp for fp in presets if fp.family not in reuse], Path(args.runs_dir), args.minutes,
+                         args.data_dir, args.parallel)
+    runs.update(reuse)
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    floor, meta = floor_row(args.dataset, args.data_dir, 1000, settings)
+    floor.n_samples = 1000
+    rows, grids, extras = [floor], {}, [meta]
+    for fp in presets:
+        row, images, extra = family_row(fp, runs[fp.family], args.dataset, args.data_dir, settings, args.bpd_n,
+                                        args.iwae_n, args.seed)
+        rows.append(row)
+        grids[fp.family] = images
+        extras.append(extra)
+        header = (f"Every family on full MNIST, {args.minutes:g} training minutes each (one thread, two at a time); "
+                  "FID/KID/IS/precision/recall of n samples against the training set in the shipped MNIST feature "
+                  "space; NLL in bits/dim on 8-bit test images with its kind (ELBO: the family's bound; IWAE-5000: "
+                  "the importance-weighted bound, discretised decoder; exact: PixelCNN).\n\n")
+        atomic_write_text(out.with_suffix(".md"), header + format_quality_table(rows) + "\n")
+        atomic_write_text(out.with_suffix(".json"), json.dumps(
+            {"dataset": args.dataset, "minutes": args.minutes, "seconds": round(time.perf_counter() - t0, 1),
+             "command": " ".join(["python", "benchmarks/quality.py", *(argv if argv is not None else sys.argv[1:])]),
+             "rows": quality_rows_to_json(rows), "extra": extras}, indent=2) + "\n")
+    grids_png(grids, out.with_suffix(".png"))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="mnist", help="dataset of the feature network and the real data")
@@ -158,6 +333,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--out", default="benchmarks/results/quality", help="output path without extension")
+    p.add_argument("--all-presets", action="store_true",
+                   help="train every family's full-MNIST preset for --minutes and write the one table + PNG")
+    p.add_argument("--minutes", type=float, default=30.0, help="--all-presets: training budget per family")
+    p.add_argument("--runs-dir", default="runs/families", help="--all-presets: where the runs are trained")
+    p.add_argument("--reuse", nargs="*", default=[], metavar="FAMILY=RUN", help="--all-presets: use this run")
+    p.add_argument("--families", default="", help="--all-presets: comma-separated subset of the families")
+    p.add_argument("--parallel", type=int, default=2, help="--all-presets: trainings at a time")
+    p.add_argument("--iwae-n", type=int, default=1000, help="--all-presets: test images for IWAE-5000")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.threads:
@@ -169,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
         run, path = item.split("=", 1)
         samples[str(Path(run))] = Path(path)
     settings = EvalSettings(kid_subset_size=args.kid_subset, seed=args.seed)
+    if args.all_presets:
+        return all_presets(args, settings, argv)
 
     rows, floor_meta = [], []
     t0 = time.perf_counter()

@@ -125,3 +125,5 @@ def test_metrics_json_and_tables(tmp_path):
     lines = q.splitlines()
     assert lines[0].startswith("| family") and "NFE" in lines[0] and len(lines) == 4
     assert "1.50M" in lines[3] and "| 50 " in lines[3] + " " and "3.500" in lines[3]
+    q = format_quality_table([QualityRow.from_eval("ddpm", res, nll_kind="ELBO", n_samples=1000)])
+    assert "3.500 (ELBO)" in q and "1.25 (n=1000)" in q  # the kind of bound and the sample count, when stated

@@ -107,6 +107,8 @@ class QualityRow:
     sample_s_per_img: float | None = None
     nfe: int | None = None
     note: str = ""
+    nll_kind: str = ""  # what test_bpd is: "ELBO", "IWAE-5000", "ODE", "exact" ("" = not stated)
+    n_samples: int | None = None  # samples behind FID, KID, IS, precision and recall
 
     @classmethod
     def from_eval(cls, family: str, result: EvalResult, **kw: Any) -> "QualityRow":
@@ -136,7 +138,9 @@ def format_quality_table(rows: list[QualityRow]) -> str:
 
     body = [[r.family + (f" ({r.note})" if r.note else ""),
              "-" if r.params is None else f"{r.params / 1e6:.2f}M",
-             _fmt(r.train_minutes, 1), _fmt(r.train_img_per_s, 0), _fmt(r.test_bpd, 3), _fmt(r.fid, 2), kid(r),
+             _fmt(r.train_minutes, 1), _fmt(r.train_img_per_s, 0),
+             _fmt(r.test_bpd, 3) + (f" ({r.nll_kind})" if r.nll_kind and r.test_bpd is not None else ""),
+             _fmt(r.fid, 2) + (f" (n={r.n_samples})" if r.n_samples and r.fid is not None else ""), kid(r),
              _fmt(r.inception, 2), _fmt(r.precision, 3), _fmt(r.recall, 3), _fmt(r.sample_s_per_img, 4),
              "-" if r.nfe is None else str(r.nfe)] for r in rows]
     return markdown_table(QUALITY_HEADER, body)
