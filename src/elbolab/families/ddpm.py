@@ -137,13 +137,24 @@ class DPMSDEOptions(DPMOptions):
             raise ConfigError(f"{prefix}.eta = {self.eta!r} must be in [0, 1]")
 
 
+def solver_specs(on: str = "") -> dict[str, SamplerSpec]:
+    """The solvers of :mod:`elbolab.diffusion.samplers` that every family with a Gaussian diffusion (or a view of
+    one: VDM, NCSN's VE levels) registers; ``on`` names that view in the help ("" = the run's own diffusion)."""
+    where = f" ({on})" if on else ""
+    return {
+        "ddim": SamplerSpec(samplers.ddim, DDIMOptions, f"DDIM, Song et al. 2021{where}"),
+        "euler": SamplerSpec(samplers.euler, ChurnOptions,
+                             f"probability-flow ODE by Euler in VE coordinates (= DDIM, eta 0){where}"),
+        "heun": SamplerSpec(samplers.heun, ChurnOptions,
+                            f"Karras et al. 2022, Algorithm 2 (2 NFE per step but the last){where}"),
+        "dpmpp-2m": SamplerSpec(samplers.dpmpp_2m, DPMOptions, f"DPM-Solver++(2M), data prediction, multistep{where}"),
+        "dpmpp-2m-sde": SamplerSpec(samplers.dpmpp_2m_sde, DPMSDEOptions, f"DPM-Solver++(2M) SDE{where}"),
+    }
+
+
 SAMPLERS = {
     "ancestral": SamplerSpec(samplers.ancestral, ChainOptions, "Algorithm 2 of Ho et al. 2020 (respaced)"),
-    "ddim": SamplerSpec(samplers.ddim, DDIMOptions, "DDIM, Song et al. 2021"),
-    "euler": SamplerSpec(samplers.euler, ChurnOptions, "probability-flow ODE by Euler in VE coordinates (= DDIM, eta 0)"),
-    "heun": SamplerSpec(samplers.heun, ChurnOptions, "Karras et al. 2022, Algorithm 2 (2 NFE per step but the last)"),
-    "dpmpp-2m": SamplerSpec(samplers.dpmpp_2m, DPMOptions, "DPM-Solver++(2M), data prediction, multistep"),
-    "dpmpp-2m-sde": SamplerSpec(samplers.dpmpp_2m_sde, DPMSDEOptions, "DPM-Solver++(2M) SDE"),
+    **solver_specs(),
     "langevin": SamplerSpec(langevin, CorrectorOptions, "the eps-model as a score model, Langevin corrector only"),
     "pc": SamplerSpec(predictor_corrector, CorrectorOptions,
                       "predictor-corrector: ancestral predictor + Langevin corrector (Song et al. 2021)"),

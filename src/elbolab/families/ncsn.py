@@ -14,11 +14,9 @@ import torch
 from torch import nn
 
 from elbolab.config import RunConfig, check_range
-from elbolab.diffusion import samplers as diffusion_samplers
 from elbolab.families import register
 from elbolab.families.base import ModelFamily, SampleBatch, SampleRequest, SamplerSpec, options_kwargs
-from elbolab.families.ddpm import (ChurnOptions, DDIMOptions, DPMOptions, DPMSDEOptions, conditional_objective,
-                                   prepare_sampling, unet_for_data)
+from elbolab.families.ddpm import conditional_objective, prepare_sampling, solver_specs, unet_for_data
 from elbolab.nn.config import UNetConfig
 from elbolab.nn.unet import build_unet
 from elbolab.objectives import Objective
@@ -61,11 +59,7 @@ class NCSNFamily(ModelFamily):
     samplers = {
         "annealed_langevin": SamplerSpec(annealed_langevin, AnnealedLangevinOptions, "Algorithm 1 of Song & Ermon 2019"),
         # the solvers of elbolab.diffusion on the VE form of the run's level range (elbolab.score.ve)
-        "ddim": SamplerSpec(diffusion_samplers.ddim, DDIMOptions, "DDIM on the VE levels read as a VP diffusion"),
-        "euler": SamplerSpec(diffusion_samplers.euler, ChurnOptions, "probability-flow ODE, Euler in VE coordinates"),
-        "heun": SamplerSpec(diffusion_samplers.heun, ChurnOptions, "Karras et al. 2022, Algorithm 2"),
-        "dpmpp-2m": SamplerSpec(diffusion_samplers.dpmpp_2m, DPMOptions, "DPM-Solver++(2M)"),
-        "dpmpp-2m-sde": SamplerSpec(diffusion_samplers.dpmpp_2m_sde, DPMSDEOptions, "DPM-Solver++(2M) SDE"),
+        **solver_specs("on the VE levels read as a VP diffusion"),
     }
     default_sampler = "annealed_langevin"
     tiny_overrides = ("unet.base_channels=4", "unet.channel_mults=[1,2]", "unet.num_res_blocks=1",

@@ -32,13 +32,12 @@ import torch
 from torch import nn
 
 from elbolab.config import ConfigError, RunConfig, check_range
-from elbolab.diffusion import samplers as diffusion_samplers
 from elbolab.diffusion.process import GaussianDiffusion
 from elbolab.evaluate.bpd import BPDMethod
 from elbolab.families import register
 from elbolab.families.base import (BoundFn, DropLabels, ModelFamily, SampleBatch, SampleRequest, SamplerSpec,
                                    options_kwargs)
-from elbolab.families.ddpm import ChurnOptions, DDIMOptions, DPMOptions, DPMSDEOptions, unet_for_data
+from elbolab.families.ddpm import solver_specs, unet_for_data
 from elbolab.nn.config import UNetConfig
 from elbolab.nn.precision import with_precision
 from elbolab.nn.unet import build_unet
@@ -158,17 +157,13 @@ def _flow(solver: str):
 
 
 #: samplers that run on the discretised diffusion (called with the DiffusionView and the diffusion)
-_ON_DIFFUSION = {"ddim", "euler", "heun", "dpmpp-2m", "dpmpp-2m-sde"}
+_ON_DIFFUSION = set(solver_specs())
 
 SAMPLERS = {
     "ancestral": SamplerSpec(_ancestral, VDMAncestralOptions, "VDM's p(z_s|z_t), Kingma et al. 2021 Appendix A"),
     "flow-euler": SamplerSpec(_flow("euler"), FlowODEOptions, "the flow ODE dz/du = v, Euler, uniform in u"),
     "flow-heun": SamplerSpec(_flow("heun"), FlowODEOptions, "the flow ODE, Heun (2 NFE per step but the last)"),
-    "ddim": SamplerSpec(diffusion_samplers.ddim, DDIMOptions, "DDIM on the VDM's schedule (T = 1000 grid)"),
-    "euler": SamplerSpec(diffusion_samplers.euler, ChurnOptions, "probability-flow ODE, Euler in VE coordinates"),
-    "heun": SamplerSpec(diffusion_samplers.heun, ChurnOptions, "Karras et al. 2022, Algorithm 2"),
-    "dpmpp-2m": SamplerSpec(diffusion_samplers.dpmpp_2m, DPMOptions, "DPM-Solver++(2M)"),
-    "dpmpp-2m-sde": SamplerSpec(diffusion_samplers.dpmpp_2m_sde, DPMSDEOptions, "DPM-Solver++(2M) SDE"),
+    **solver_specs("on the VDM's schedule, T = 1000 grid"),
 }
 
 
