@@ -27,11 +27,24 @@ def _raise(exc: BaseException) -> BaseException:
         return e
 
 
-def test_library_error_table_names_real_exception_classes():
-    for module, name, code in errors.LIBRARY_ERRORS:
-        cls = getattr(importlib.import_module(module), name)
-        assert isinstance(cls, type) and issubclass(cls, BaseException), (module, name)
-        assert code not in (ExitCode.OK, ExitCode.INTERNAL)
+@pytest.mark.parametrize("module,name,code", [
+    ("elbolab.config", "ConfigError", ExitCode.CONFIG), ("elbolab.data.errors", "DataError", ExitCode.DATA),
+    ("elbolab.train.checkpoint", "CheckpointError", ExitCode.RUN_FOLDER),
+    ("elbolab.train.trainer", "NonFiniteLossError", ExitCode.DIVERGED),
+    ("elbolab.bridges.diffusers", "DiffusersUnavailable", ExitCode.USAGE)])
+def test_library_error_classes_declare_their_exit_code(module, name, code):
+    cls = getattr(importlib.import_module(module), name)
+    assert cls.exit_code is code
+    exc = _raise(cls.__new__(cls))
+    Exception.__init__(exc, "the message")
+    assert errors.describe(exc) == ("the message", int(code))
+
+
+def test_another_librarys_exit_code_attribute_is_not_ours():
+    class Foreign(Exception):
+        exit_code = 3  # e.g. click's exceptions carry an int exit_code
+
+    assert errors.describe(_raise(Foreign("x"))) is None
 
 
 def test_exit_codes_are_distinct_and_documented():

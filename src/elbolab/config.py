@@ -26,6 +26,7 @@ from typing import Any, Union
 
 import tomli_w
 
+from elbolab.errors import ExitCode
 from elbolab.io import atomic_write_text
 
 if sys.version_info >= (3, 11):
@@ -36,6 +37,8 @@ else:  # pragma: no cover - exercised only on Python 3.10
 
 class ConfigError(ValueError):
     """A configuration value or key is invalid; the message names it and lists what is allowed."""
+
+    exit_code = ExitCode.CONFIG
 
 
 # --------------------------------------------------------------------------------------------------

@@ -13,8 +13,8 @@ Two kinds of failure reach the command line:
 
 :func:`describe` makes that decision for one exception: ``(one-line message, exit code)`` or ``None`` for a
 programming error. The library's own exception classes map onto the taxonomy either by subclassing
-:class:`ElbolabError` (the classes below) or through :data:`LIBRARY_ERRORS`, a table of the classes that
-live elsewhere (``ConfigError``, ``DataError``, ``CheckpointError``, ``NonFiniteLossError``); an ``OSError``
+:class:`ElbolabError` (the classes below) or by the ``exit_code`` class attribute of the classes that live
+elsewhere (``ConfigError``, ``DataError``, ``CheckpointError``, ``NonFiniteLossError``); an ``OSError``
 maps by its ``errno`` (``ENOSPC`` -> disk full, ``EACCES`` -> permission denied, ``EIO`` -> I/O error) from
 wherever it was raised, because the environment, not our code, produced it. :func:`elbolab.cli.run_cli` is
 the one place the CLI turns an exception into a message and an exit code (and prints it).
@@ -152,17 +152,6 @@ class StorageError(ElbolabError, OSError):
         return exit_code_for_errno(self.errno) or ExitCode.IO
 
 
-# Library classes defined elsewhere -> their class here. Looked up among the modules already imported (an
-# exception of a class whose module was never imported cannot be raised), so this module stays light;
-# tests/test_errors.py checks that every entry still names a real exception class.
-LIBRARY_ERRORS: tuple[tuple[str, str, ExitCode], ...] = (
-    ("elbolab.config", "ConfigError", ExitCode.CONFIG),
-    ("elbolab.data.errors", "DataError", ExitCode.DATA),
-    ("elbolab.train.checkpoint", "CheckpointError", ExitCode.RUN_FOLDER),
-    ("elbolab.train.trainer", "NonFiniteLossError", ExitCode.DIVERGED),
-    ("elbolab.bridges.diffusers", "DiffusersUnavailable", ExitCode.USAGE),  # the message says what to install
-)
-
 _ERRNO_CODES = {
     errno.ENOSPC: ExitCode.DISK_FULL,
     errno.EDQUOT: ExitCode.DISK_FULL,
@@ -215,11 +204,12 @@ def _raised_by_elbolab(exc: BaseException) -> bool:
 
 
 def _library_code(exc: BaseException) -> ExitCode | None:
-    for module, name, code in LIBRARY_ERRORS:
-        cls = getattr(sys.modules.get(module), name, None)
-        if isinstance(cls, type) and isinstance(exc, cls):
-            return code
-    return None
+    """The ``exit_code`` an exception class defined elsewhere in elbolab declares (``ConfigError``,
+    ``DataError``, ``CheckpointError``, ``NonFiniteLossError``, ``DiffusersUnavailable``: ValueError & co.
+    subclasses that import :class:`ExitCode` from here); only an :class:`ExitCode` counts, so another library's
+    ``exit_code`` attribute is not mistaken for ours."""
+    code = getattr(type(exc), "exit_code", None)
+    return code if isinstance(code, ExitCode) else None
 
 
 def one_line(text: str) -> str:

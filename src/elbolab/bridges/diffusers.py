@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from elbolab.config import ConfigError, check_choice, check_range
+from elbolab.errors import ExitCode
 from elbolab.diffusion import GaussianDiffusion, NoiseSchedule, Prediction
 from elbolab.diffusion.config import DiffusionConfig, PredictionKind, ScheduleKind, VarianceKind
 
@@ -185,7 +186,9 @@ def section_from_unet_config(unet_config: dict[str, Any]) -> DiffusersUNetConfig
 
 
 class DiffusersUnavailable(ImportError):
-    """diffusers is not installed (it is an optional extra)."""
+    """diffusers is not installed (it is an optional extra); the message says what to install."""
+
+    exit_code = ExitCode.USAGE
 
 
 def require_diffusers() -> Any:

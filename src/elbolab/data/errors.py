@@ -7,9 +7,13 @@ how to fix it, instead of a traceback from deep inside gzip, tarfile, urllib or 
 
 from __future__ import annotations
 
+from elbolab.errors import ExitCode
+
 
 class DataError(ValueError):
     """A dataset file is missing, corrupted, truncated or unreadable, or a download failed."""
+
+    exit_code = ExitCode.DATA
 
 
 class UnreadableImagesError(DataError):

@@ -54,7 +54,7 @@ import safetensors.torch
 import torch
 from torch import Tensor, nn
 
-from elbolab.errors import StorageError
+from elbolab.errors import ExitCode, StorageError
 from elbolab.io import atomic_write_bytes, fsync_dir
 
 logger = logging.getLogger(__name__)
@@ -72,6 +72,8 @@ PARTS = {"model": MODEL_FILE, "ema": EMA_FILE, "state": (STATE_TENSORS_FILE, STA
 
 class CheckpointError(ValueError):
     """A run folder has no checkpoint, or a checkpoint file is missing, truncated or corrupt."""
+
+    exit_code = ExitCode.RUN_FOLDER
 
 
 class NoCheckpointError(CheckpointError):

@@ -55,6 +55,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from elbolab.config import LRSchedule, Precision, TrainConfig, save_toml, to_dict
+from elbolab.errors import ExitCode
 from elbolab.io import atomic_write_text
 from elbolab.nn.precision import effective_precision
 from elbolab.run_format import CONFIG_FILE, write_run_info
@@ -104,6 +105,8 @@ class StopReason(str, enum.Enum):
 
 class NonFiniteLossError(RuntimeError):
     """A loss or gradient norm was NaN/inf at ``step``; raised before the optimiser step used it."""
+
+    exit_code = ExitCode.DIVERGED
 
     def __init__(self, step: int, group: str, what: str, value: float, out_dir: Path, checkpoint: int | None):
         self.step, self.group, self.what, self.value = step, group, what, value
