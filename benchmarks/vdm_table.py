@@ -204,9 +204,23 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.merge:
-        parts = [json.loads(Path(m).read_text()) for m in args.merge]
-        report = {**parts[0], "rows": [r for part in parts for r in part["rows"]],
+        parts = [json.loads(Path(m).read_text()) for m in args.merge if Path(m).exists()]
+        if not parts:
+            raise SystemExit(f"--merge: none of {args.merge} exists yet")
+        merged: dict[str, dict[str, Any]] = {}  # rows of one label from several reports (e.g. elbo+fid, nll) join
+        for part in parts:
+            for r in part["rows"]:
+                row = merged.setdefault(r["label"], {})
+                fids = row.get("fid", []) + r.get("fid", [])
+                row.update({k: v for k, v in r.items() if v is not None})
+                if fids:  # every candidate of every part, the best of them all
+                    row["fid"], row["best_fid"] = fids, min(fids, key=lambda c: c.get("fid", math.inf))
+        report = {**parts[0], "rows": list(merged.values()),
                   "command": " + ".join(part["command"] for part in parts)}
+        for key in ("elbo_n", "nll_n", "nll_batch", "nll_rtol", "fid_n"):  # the settings of the parts that used them
+            report[key] = next((part[key] for part in parts if any(k in r for r in part["rows"]
+                                for k in {"elbo_n": ["elbo"], "nll_n": ["nll_ode"], "nll_batch": ["nll_ode"],
+                                          "nll_rtol": ["nll_ode"], "fid_n": ["fid"]}[key])), report[key])
         atomic_write_json(Path(args.out).with_suffix(".json"), report)
         atomic_write_text(Path(args.out).with_suffix(".md"), markdown(report))
         if args.plots:
@@ -234,16 +248,16 @@ def main(argv: list[str] | None = None) -> int:
                                          batch_size=args.nll_batch).to_dict()
             row["nll_ode"].pop("per_image", None)
             logger.info("%s: ODE NLL %s", label, row["nll_ode"])
-            if args.nll_check_n:
-                check = ode_nll_run(run, n=args.nll_check_n, seed=args.seed, rtol=args.nll_check_rtol,
-                                    batch_size=min(args.nll_batch, args.nll_check_n)).to_dict()
-                same = ode_nll_run(run, n=args.nll_check_n, seed=args.seed, rtol=args.nll_rtol,
-                                   batch_size=min(args.nll_batch, args.nll_check_n)).to_dict()
-                row["nll_ode_check"] = {"n": args.nll_check_n, "rtol": args.nll_check_rtol,
-                                        "value": check["value"], "stderr": check["stderr"], "nfe": check["nfe"],
-                                        "seconds": check["seconds"], "value_at_table_rtol": same["value"],
-                                        "nfe_at_table_rtol": same["nfe"]}
-                logger.info("%s: ODE NLL check %s", label, row["nll_ode_check"])
+        if args.nll_check_n:  # runs with --skip nll too (a check on its own)
+            check = ode_nll_run(run, n=args.nll_check_n, seed=args.seed, rtol=args.nll_check_rtol,
+                                batch_size=min(args.nll_batch, args.nll_check_n)).to_dict()
+            same = ode_nll_run(run, n=args.nll_check_n, seed=args.seed, rtol=args.nll_rtol,
+                               batch_size=min(args.nll_batch, args.nll_check_n)).to_dict()
+            row["nll_ode_check"] = {"n": args.nll_check_n, "rtol": args.nll_check_rtol,
+                                    "value": check["value"], "stderr": check["stderr"], "nfe": check["nfe"],
+                                    "seconds": check["seconds"], "value_at_table_rtol": same["value"],
+                                    "nfe_at_table_rtol": same["nfe"]}
+            logger.info("%s: ODE NLL check %s", label, row["nll_ode_check"])
         if "fid" not in skip:
             row["fid"] = [fid_cell(run, args.dataset, args.data_dir, s, k, args.fid_n, args.seed) for s, k in cands]
             row["best_fid"] = min(row["fid"], key=lambda c: c.get("fid", math.inf))
