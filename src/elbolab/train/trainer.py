@@ -544,6 +544,7 @@ class Trainer:
         save_image_grid(images.float(), path, nrow=math.ceil(math.sqrt(images.shape[0])))
         if self.tb is not None:
             self.tb.log_images(self.step, images.float())
+            self.tb.flush()  # the final grid comes after fit()'s last flush: written now, not at a later flush_secs
         logger.info("samples of step %d: %s", self.step, path)
         return path
 
