@@ -76,6 +76,7 @@ def training_figures(run_dir: Path) -> dict[str, Any]:
     """Steps, minutes and img/s of a run from its metrics.jsonl (the last record with them)."""
     path = run_dir / "metrics.jsonl"
     last: dict[str, Any] = {}
+    records: list[dict[str, Any]] = []
     if path.exists():
         for line in path.read_text().splitlines():
             try:
@@ -84,8 +85,10 @@ def training_figures(run_dir: Path) -> dict[str, Any]:
                 continue
             if "step" in rec:
                 last = rec
+                records.append(rec)
+    rates = [r["img/s"] for r in records if isinstance(r.get("img/s"), (int, float))]
     return {"steps": last.get("step"), "train_minutes": (last.get("time") or 0) / 60 or None,
-            "train_img_per_s": last.get("img/s")}
+            "train_img_per_s": sum(rates) / len(rates) if rates else None}  # the run's mean, not its last window
 
 
 def elbo_row(run, dataset: str, data_dir: str, n: int, seed: int) -> dict[str, Any]:
@@ -215,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
                 row.update({k: v for k, v in r.items() if v is not None})
                 if fids:  # every candidate of every part, the best of them all
                     row["fid"], row["best_fid"] = fids, min(fids, key=lambda c: c.get("fid", math.inf))
+        for row in merged.values():  # training figures read again from the run folders
+            if Path(row.get("run", "")).is_dir():
+                row.update(training_figures(Path(row["run"])))
         report = {**parts[0], "rows": list(merged.values()),
                   "command": " + ".join(part["command"] for part in parts)}
         for key in ("elbo_n", "nll_n", "nll_batch", "nll_rtol", "fid_n"):  # the settings of the parts that used them
