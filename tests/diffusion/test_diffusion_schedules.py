@@ -94,3 +94,20 @@ def test_build_diffusion_from_config():
     torch.testing.assert_close(d.schedule.betas, NoiseSchedule.cosine(20).betas)
     d = build_diffusion(DiffusionConfig(T=1000))
     torch.testing.assert_close(d.schedule.betas, NoiseSchedule.linear(1000).betas)
+
+
+def test_log_snr_of_reads_the_table_at_integer_t_and_interpolates_at_float_t():
+    s = NoiseSchedule.cosine(50)
+    t = torch.tensor([1, 7, 50])
+    assert torch.equal(s.log_snr_of(t), s.log_snr[t])
+    torch.testing.assert_close(s.log_snr_of(t.double()), s.log_snr[t])
+    mid = float(s.log_snr_of(torch.tensor([7.5])))
+    assert float(s.log_snr[8]) < mid < float(s.log_snr[7])
+
+
+def test_from_alpha_bars_can_leave_out_the_terminal_warning(caplog):
+    with caplog.at_level("WARNING", logger="elbolab.diffusion.schedules"):
+        NoiseSchedule.from_alpha_bars(torch.tensor([0.9, 0.5]), warn_terminal=False)
+        assert not caplog.records
+        NoiseSchedule.from_alpha_bars(torch.tensor([0.9, 0.5]))
+        assert "alpha_bar_T" in caplog.text

@@ -145,3 +145,13 @@ def test_burda_presets_build_the_architectures_of_their_table_1():
     assert sum(p.numel() for p in hvae.parameters()) == enc + dec + up + down
     assert {type(m) for m in hvae.modules() if isinstance(m, (nn.ReLU, nn.Tanh))} == {nn.Tanh}
     assert hvae.latent_dims == (100, 50)
+
+
+def test_feedforward_activation_is_a_closed_choice():
+    from elbolab.nn.config import Activation
+    from elbolab.nn.convnets import FeedForward
+
+    assert isinstance(FeedForward(3, (4,), 2, Activation.TANH).net[1], torch.nn.Tanh)
+    assert isinstance(FeedForward(3, (4,), 2, "relu").net[1], torch.nn.ReLU)
+    with pytest.raises(ValueError, match="activation = 'gelu' is not one of 'relu', 'tanh'"):
+        FeedForward(3, (4,), 2, "gelu")

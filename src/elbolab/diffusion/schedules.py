@@ -62,7 +62,7 @@ class NoiseSchedule:
     from alpha_bar_0 = 1 and positive; violations raise :class:`ScheduleError` (a ValueError).
     """
 
-    def __init__(self, betas: Tensor, kind: str = "custom") -> None:
+    def __init__(self, betas: Tensor, kind: str = "custom", *, warn_terminal: bool = True) -> None:
         betas = _as_float64_vector(betas, "betas")
         bad = (betas <= 0.0) | (betas >= 1.0)
         if bad.any():
@@ -74,7 +74,7 @@ class NoiseSchedule:
         self.betas = torch.cat([torch.zeros(1, dtype=torch.float64), betas])
         self.alphas = 1.0 - self.betas
         self.alpha_bars = torch.cumprod(self.alphas, dim=0)
-        if self.alpha_bars[-1] > ALPHA_BAR_T_WARNING:
+        if warn_terminal and self.alpha_bars[-1] > ALPHA_BAR_T_WARNING:
             logger.warning(
                 "noise schedule ends at alpha_bar_T = %.3g: x_T keeps signal and the prior N(0, I) mismatches "
                 "q(x_T); for short chains scale beta (e.g. linear(T, 1e-4 * 1000 / T, 0.02 * 1000 / T))",
@@ -123,8 +123,10 @@ class NoiseSchedule:
         return cls(_as_float64_vector(betas, "betas"))
 
     @classmethod
-    def from_alpha_bars(cls, alpha_bars: Sequence[float] | Tensor) -> NoiseSchedule:
-        """A schedule from alpha_bar_1..alpha_bar_T (length T): must be strictly decreasing, in (0, 1)."""
+    def from_alpha_bars(cls, alpha_bars: Sequence[float] | Tensor, *, warn_terminal: bool = True) -> NoiseSchedule:
+        """A schedule from alpha_bar_1..alpha_bar_T (length T): must be strictly decreasing, in (0, 1).
+        ``warn_terminal=False``: no warning for a large alpha_bar_T (a view of another process that ends there
+        by design, e.g. a VDM with a small gamma_1 or NCSN's sigma_max)."""
         ab = _as_float64_vector(alpha_bars, "alpha_bars")
         full = torch.cat([torch.ones(1, dtype=torch.float64), ab])
         if (ab <= 0.0).any():
@@ -137,7 +139,7 @@ class NoiseSchedule:
                 f"alpha_bar must be strictly decreasing from alpha_bar_0 = 1: alpha_bar_{i} = "
                 f"{full[i].item()!r} >= alpha_bar_{i - 1} = {full[i - 1].item()!r}"
             )
-        return cls(1.0 - full[1:] / full[:-1])
+        return cls(1.0 - full[1:] / full[:-1], warn_terminal=warn_terminal)
 
     @classmethod
     def from_kind(
@@ -203,6 +205,12 @@ class NoiseSchedule:
                 d[1:-1] = 2.0 / (1.0 / sec[:-1] + 1.0 / sec[1:])
         self._hermite_cache = (lam, d)
         return lam, d
+
+    def log_snr_of(self, t: Tensor) -> Tensor:
+        """lambda at ``t: (B,)``: the table ``log_snr[t]`` for integer t, :meth:`log_snr_at` for float t;
+        float64 on the CPU. What a network view of another process (VDM, NCSN's VE levels) reads per call."""
+        tc = t.detach().cpu()
+        return self.log_snr_at(tc.double()) if tc.dtype.is_floating_point else self.log_snr[tc.long()]
 
     def log_snr_at(self, t: Tensor | float) -> Tensor:
         """lambda(t) for float ``t`` in (0, T] (any shape), float64 on the CPU; equals ``log_snr[t]`` at

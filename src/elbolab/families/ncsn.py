@@ -27,6 +27,9 @@ from elbolab.score.ve import ncsn_as_diffusion
 
 logger = logging.getLogger(__name__)
 
+#: the diffusion solvers, run on the VE form of the run's level range (elbolab.score.ve)
+_SOLVERS = solver_specs("on the VE levels read as a VP diffusion")
+
 #: examples used to measure the largest pairwise distance (Technique 1) when score.sigma_1 = 0
 SIGMA_1_SUBSET = 10000
 
@@ -58,8 +61,7 @@ class NCSNFamily(ModelFamily):
     config_cls = NCSNConfig
     samplers = {
         "annealed_langevin": SamplerSpec(annealed_langevin, AnnealedLangevinOptions, "Algorithm 1 of Song & Ermon 2019"),
-        # the solvers of elbolab.diffusion on the VE form of the run's level range (elbolab.score.ve)
-        **solver_specs("on the VE levels read as a VP diffusion"),
+        **_SOLVERS,
     }
     default_sampler = "annealed_langevin"
     tiny_overrides = ("unet.base_channels=4", "unet.channel_mults=[1,2]", "unet.num_res_blocks=1",
@@ -107,7 +109,7 @@ class NCSNFamily(ModelFamily):
         name, opts = self.sampler_options(cfg, request)
         s = cfg.model.score
         levels = levels_from_config(s)
-        if name != "annealed_langevin":
+        if name in _SOLVERS:
             guided, shape = prepare_sampling(cfg, cfg.model.unet, model, n, request)
             diffusion, view = ncsn_as_diffusion(guided.model, levels.sigma_L, levels.sigma_1)
             res = self.samplers[name].fn(view, shape, diffusion, generator=generator, cond=guided.labels,

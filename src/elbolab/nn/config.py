@@ -18,6 +18,13 @@ class TimeInjection(str, enum.Enum):
     SCALE_SHIFT = "scale_shift"  # adaptive group norm: (1 + s) GN(h) + b
 
 
+class Activation(str, enum.Enum):
+    """Hidden-layer non-linearity of the fully-connected networks (:class:`elbolab.nn.convnets.FeedForward`)."""
+
+    RELU = "relu"
+    TANH = "tanh"  # Burda, Grosse & Salakhutdinov 2016 (the VAE/IWAE of their Table 1)
+
+
 class Upsampling(str, enum.Enum):
     """How the U-Net decoder doubles the resolution."""
 

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from elbolab.nn.config import Activation
+
 __all__ = ["FeedForward", "MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder"]
 
 
@@ -32,15 +34,17 @@ def _positive(name: str, values: Sequence[int], allow_empty: bool = True) -> tup
 # --------------------------------------------------------------------------------------------------
 # Fully connected (the notes' 784 -> ... -> 20 VAE)
 # --------------------------------------------------------------------------------------------------
-#: hidden-layer non-linearities of the fully-connected networks (``tanh``: Burda et al. 2016's VAE/IWAE)
-ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
+_ACTIVATIONS: dict[Activation, type[nn.Module]] = {Activation.RELU: nn.ReLU, Activation.TANH: nn.Tanh}
 
 
-def activation_module(name: str) -> nn.Module:
-    key = str(getattr(name, "value", name))
-    if key not in ACTIVATIONS:
-        raise ValueError(f"activation = {name!r} is not one of {', '.join(map(repr, ACTIVATIONS))}")
-    return ACTIVATIONS[key]()
+def activation_module(kind: Activation | str) -> nn.Module:
+    """A fresh module of the non-linearity ``kind`` (:class:`~elbolab.nn.config.Activation` or its value);
+    ValueError naming the value and the choices otherwise."""
+    try:
+        return _ACTIVATIONS[Activation(kind)]()
+    except ValueError:
+        choices = ", ".join(repr(a.value) for a in Activation)
+        raise ValueError(f"activation = {kind!r} is not one of {choices}") from None
 
 
 class FeedForward(nn.Module):
@@ -51,7 +55,7 @@ class FeedForward(nn.Module):
     """
 
     def __init__(self, in_features: int, hidden_sizes: Sequence[int], out_features: int,
-                 activation: str = "relu") -> None:
+                 activation: Activation | str = Activation.RELU) -> None:
         super().__init__()
         (in_features, out_features) = _positive("FeedForward in/out features", (in_features, out_features))
         widths = (in_features, *_positive("hidden_sizes", hidden_sizes))
@@ -70,7 +74,7 @@ class MLPEncoder(nn.Module):
     """``x: (B, C, H, W) -> (B, out_features)``: flatten to C*H*W (784 for MNIST), then :class:`FeedForward`."""
 
     def __init__(self, image_shape: Sequence[int], hidden_sizes: Sequence[int], out_features: int,
-                 activation: str = "relu") -> None:
+                 activation: Activation | str = Activation.RELU) -> None:
         super().__init__()
         self.image_shape = _positive("image_shape", image_shape, allow_empty=False)
         if len(self.image_shape) != 3:
@@ -87,7 +91,7 @@ class MLPDecoder(nn.Module):
     """``z: (B, in_features) -> (B, out_channels, H, W)``: :class:`FeedForward` to out_channels*H*W, reshaped."""
 
     def __init__(self, in_features: int, hidden_sizes: Sequence[int], out_channels: int, image_size: Sequence[int],
-                 activation: str = "relu"):
+                 activation: Activation | str = Activation.RELU):
         super().__init__()
         self.out_shape = _positive("decoder output shape", (out_channels, *image_size), allow_empty=False)
         if len(self.out_shape) != 3:

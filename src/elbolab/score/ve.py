@@ -21,8 +21,6 @@ A solver's final step to sigma = 0 is then the denoiser D(x~; sigma_L) = x~ + si
 
 from __future__ import annotations
 
-import logging
-
 import torch
 from torch import Tensor, nn
 
@@ -54,9 +52,7 @@ class VEAsVP(nn.Module):
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         if t.ndim == 0:
             t = t.expand(x.shape[0])
-        tc = t.detach().cpu()
-        lam = self.diffusion.log_snr_at(tc.double()) if tc.dtype.is_floating_point else \
-            self.diffusion.schedule.log_snr[tc.long()]
+        lam = self.diffusion.schedule.log_snr_of(t)
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         sigma = torch.exp(-0.5 * lam).to(device=x.device, dtype=dtype)  # sigma_VE
         inv_alpha = torch.sqrt(1.0 + sigma**2)
@@ -78,12 +74,7 @@ def ncsn_as_diffusion(score_model: nn.Module, sigma_min: float, sigma_max: float
                          f"sigma_max = {sigma_max!r}")
     u = torch.arange(T, dtype=torch.float64) / (T - 1)
     sigmas = lo * (hi / lo) ** u
-    log = logging.getLogger("elbolab.diffusion.schedules")
-    level = log.level
-    log.setLevel(logging.ERROR)  # a small sigma_max ends above the DDPM's warning level for alpha_bar_T: as asked
-    try:
-        schedule = NoiseSchedule.from_alpha_bars(1.0 / (1.0 + sigmas**2))
-    finally:
-        log.setLevel(level)
+    # a small sigma_max ends above the DDPM's warning level for alpha_bar_T: as asked
+    schedule = NoiseSchedule.from_alpha_bars(1.0 / (1.0 + sigmas**2), warn_terminal=False)
     diffusion = GaussianDiffusion(schedule, prediction="eps", variance="beta_tilde")
     return diffusion, VEAsVP(score_model, diffusion)

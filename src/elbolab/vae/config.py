@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from elbolab.nn.config import Activation  # noqa: F401  (a field type of VAEConfig, re-exported)
+
 from elbolab.config import ConfigError, check_range
 
 
@@ -19,13 +21,6 @@ class VAEKind(str, enum.Enum):
 class VAEArchitecture(str, enum.Enum):
     FC = "fc"  # the notes' fully-connected 784 -> ... -> 20 model
     CONV = "conv"  # stride-2 conv encoder / transposed-conv decoder (28x28x1, 32x32x3)
-
-
-class Activation(str, enum.Enum):
-    """Hidden-layer non-linearity of the fully-connected networks (encoder, decoder, HVAE transitions)."""
-
-    RELU = "relu"
-    TANH = "tanh"  # Burda, Grosse & Salakhutdinov 2016 (the VAE/IWAE of their Table 1)
 
 
 class DecoderLikelihood(str, enum.Enum):

@@ -32,9 +32,8 @@ def _networks(cfg: VAEConfig, image_shape: tuple[int, int, int], enc_out: int, d
     c, h, w = image_shape
     arch = VAEArchitecture(cfg.architecture)
     if arch is VAEArchitecture.FC:
-        act = cfg.activation.value if hasattr(cfg.activation, "value") else str(cfg.activation)
-        return (MLPEncoder(image_shape, cfg.hidden_sizes, enc_out, act),
-                MLPDecoder(latent, tuple(reversed(cfg.hidden_sizes)), dec_out_channels, (h, w), act))
+        return (MLPEncoder(image_shape, cfg.hidden_sizes, enc_out, cfg.activation),
+                MLPDecoder(latent, tuple(reversed(cfg.hidden_sizes)), dec_out_channels, (h, w), cfg.activation))
     if h != w:
         raise ValueError(f"architecture 'conv' needs square images, got image_shape = {list(image_shape)}")
     return (ConvEncoder(c, h, cfg.channels, cfg.conv_hidden, enc_out),
@@ -68,9 +67,8 @@ def build_vae(cfg: VAEConfig, image_shape: Sequence[int] | None = None,
     if family is VAEKind.VAE:
         return VAE(encoder, decoder, likelihood, dims[0], image_shape)
     hidden = (cfg.layer_hidden,) * cfg.layer_depth
-    act = cfg.activation.value if hasattr(cfg.activation, "value") else str(cfg.activation)
-    up = [FeedForward(dims[i - 1], hidden, 2 * dims[i], act) for i in range(1, len(dims))]
-    down = [FeedForward(dims[i], hidden, 2 * dims[i - 1], act) for i in range(1, len(dims))]
+    up = [FeedForward(dims[i - 1], hidden, 2 * dims[i], cfg.activation) for i in range(1, len(dims))]
+    down = [FeedForward(dims[i], hidden, 2 * dims[i - 1], cfg.activation) for i in range(1, len(dims))]
     return HVAE(encoder, decoder, likelihood, dims, image_shape, up, down)
 
 

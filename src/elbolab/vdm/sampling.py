@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import copy
 import enum
-import logging
 
 import torch
 from torch import Tensor, nn
@@ -209,11 +208,7 @@ class DiffusionView(nn.Module):
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         if t.ndim == 0:
             t = t.expand(x.shape[0])
-        tc = t.detach().cpu()
-        if tc.dtype.is_floating_point:
-            lam = self.diffusion.log_snr_at(tc.double())
-        else:
-            lam = self.diffusion.schedule.log_snr[tc.long()]
+        lam = self.diffusion.schedule.log_snr_of(t)
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         gamma = (-lam).to(device=x.device, dtype=dtype)
         return self.vdm.eps_at_gamma(x, gamma, y)
@@ -230,12 +225,7 @@ def as_diffusion(model: VDMModel, T: int = DIFFUSION_GRID) -> tuple[GaussianDiff
     sched = copy.deepcopy(model.schedule).double().cpu()
     t = torch.arange(1, T + 1, dtype=torch.float64) / T
     abar = torch.sigmoid(-sched(t))
-    log = logging.getLogger("elbolab.diffusion.schedules")
-    level = log.level
-    log.setLevel(logging.ERROR)  # a VDM with a small gamma_1 ends above the DDPM's warning level, as designed
-    try:
-        noise_schedule = NoiseSchedule.from_alpha_bars(abar)
-    finally:
-        log.setLevel(level)
+    # a VDM with a small gamma_1 ends above the DDPM's warning level for alpha_bar_T, as designed
+    noise_schedule = NoiseSchedule.from_alpha_bars(abar, warn_terminal=False)
     diffusion = GaussianDiffusion(noise_schedule, prediction="eps", variance="beta_tilde")
     return diffusion, DiffusionView(model, diffusion)
