@@ -411,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(sub, "demo", "train ddpm-mnist on the embedded MNIST, sample an 8x8 DDIM grid, report the ELBO terms",
              "elbolab demo\nelbolab demo --minutes 3 --out runs/quick")
     p.add_argument("--out", default="runs/demo", help="run folder")
-    p.add_argument("--minutes", type=float, default=None, help="training budget (default: the preset's)")
+    p.add_argument("--minutes", type=float, default=None, help="a training budget in wall minutes instead of the preset's fixed 1300 steps (then the result depends on the host's speed)")
     _seed_arg(p)
     p.set_defaults(func=cmd_demo)
 

@@ -88,7 +88,7 @@ def _demo_fidelity(run: Run, samples: torch.Tensor, seed: int) -> dict[str, floa
 
 
 def run_demo(out_dir: str | os.PathLike[str] = "runs/demo", *, minutes: float | None = None, seed: int = 0,
-             elbo_images: int = 128, confidence_samples: int = 256, per_t_images: int = 2,
+             elbo_images: int = 128, confidence_samples: int = 1000, per_t_images: int = 2,
              overrides: list[str] | None = None,
              progress: bool = True) -> DemoReport:
     """Train ``ddpm-mnist`` on the embedded MNIST, sample with DDIM (an 8x8 grid of the first 64), score the
@@ -114,8 +114,8 @@ def run_demo(out_dir: str | os.PathLike[str] = "runs/demo", *, minutes: float | 
         logger.info("moved the previous demo to %s", prev)
     extra = overrides or []  # --set items after the demo's own (tests shrink the sampler with them)
     overrides = [f"train.seed={seed}"]
-    if minutes is not None:
-        overrides.append(f"train.minutes={minutes}")
+    if minutes is not None:  # a time budget instead of the preset's fixed steps
+        overrides += [f"train.minutes={minutes}", "train.steps=0"]
     cfg = apply_overrides(preset(DEMO_PRESET), overrides + list(extra))
     trained = train_run(cfg, out_dir, progress=progress)
     run = load_run(out_dir)
