@@ -99,13 +99,14 @@ class RunSampler:
     """``sample_fn(batch, generator)`` over a loaded run (any family, through ``elbolab.runs``); remembers the
     network evaluations per sample of the last batch in ``nfe``."""
 
-    def __init__(self, run: Run, sampler: str | None, steps: int | None) -> None:
-        self.run, self.nfe = run, 0
-        self.request = SampleRequest(n=1, sampler=sampler, options={"steps": steps})
+    def __init__(self, run: Run, sampler: str | None, steps: int | None, **options: Any) -> None:
+        self.run, self.nfe, self.method = run, 0, ""
+        opts = {k: v for k, v in {"steps": steps, **options}.items() if v is not None}
+        self.request = SampleRequest(n=1, sampler=sampler, options=opts)
 
     def __call__(self, b: int, generator: torch.Generator) -> torch.Tensor:
         batch = self.run.family.sample(self.run.config, self.run.model, b, generator, self.request)
-        self.nfe = batch.nfe
+        self.nfe, self.method = batch.nfe, batch.method
         return batch.images
 
 
@@ -161,12 +162,24 @@ class FamilyPreset:
     n: int = 1000
     nll: str = ""
     overrides: tuple[str, ...] = ()
+    #: the sampler and its options (None / (): the run's own ``[sample]``); ``row``: the row's name (the family)
+    sampler: str | None = None
+    options: tuple[tuple[str, Any], ...] = ()
+    row: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.row or self.family
 
 
+#: DDPM and VDM at their best sampler with <= 25 NFE (benchmarks/results/sampler_quality_*.md, vdm_bpd.md); NCSN
+#: twice: annealed Langevin (its preset's sampler) and DDIM eta = 1 on the VE form of its levels
+_FAST = (("steps", 25), ("spacing", "trailing"), ("eta", 1.0))
 FAMILY_PRESETS = (
-    FamilyPreset("ddpm", "ddpm-mnist", nll="ELBO"),
-    FamilyPreset("vdm", "vdm-mnist-full", nll="ELBO"),
+    FamilyPreset("ddpm", "ddpm-mnist", nll="ELBO", sampler="ddim", options=_FAST),
+    FamilyPreset("vdm", "vdm-mnist-full", nll="ELBO", sampler="ancestral", options=(("steps", 25),)),
     FamilyPreset("ncsn", "ncsn-mnist"),
+    FamilyPreset("ncsn", "ncsn-mnist", sampler="ddim", options=_FAST, row="ncsn (VE ddim)"),
     FamilyPreset("gan", "gan-sn-hinge-mnist"),
     # 8-bit MNIST: the Burda et al. architectures with the discretised decoder, so bits/dim compare across rows
     FamilyPreset("vae", "vae-burda-mnist", nll="IWAE-5000", overrides=("vae.likelihood=discretized",)),
@@ -195,6 +208,8 @@ def train_presets(presets: list[FamilyPreset], runs_dir: Path, minutes: float, d
     todo, out = [], {}
     for fp in presets:
         run_dir = runs_dir / fp.preset
+        if fp.family in out:  # a second row of the same run
+            continue
         out[fp.family] = run_dir
         if _run_finished(run_dir, minutes):
             logger.info("%s: reusing the finished run %s", fp.family, run_dir)
@@ -230,12 +245,13 @@ def family_row(fp: FamilyPreset, run_dir: Path, dataset: str, data_dir: str, set
     row, its first 64 samples (for the grid) and the extra figures (nll standard error, n of the likelihood)."""
     info = read_run(run_dir)
     run = load_run(run_dir)
-    sample_fn = RunSampler(run, None, None)
+    sample_fn = RunSampler(run, fp.sampler, None, **dict(fp.options))
     sample_set = generate_samples(sample_fn, fp.n, batch_size=min(250, fp.n),
                                   generator=torch.Generator().manual_seed(seed))
     result = evaluate_samples(sample_set, dataset, SAMPLE_METRICS, reference_split="train", data_dir=data_dir,
                               settings=settings)
-    extra: dict[str, Any] = {"preset": fp.preset, "run": str(run_dir), "n": fp.n}
+    extra: dict[str, Any] = {"row": fp.name, "preset": fp.preset, "run": str(run_dir), "n": fp.n,
+                             "sampler": fp.sampler or run.config.sample.sampler, "options": dict(fp.options)}
     nll = None
     if fp.nll == "IWAE-5000":
         from elbolab.families.base import DiagnosticsRequest
@@ -251,9 +267,9 @@ def family_row(fp: FamilyPreset, run_dir: Path, dataset: str, data_dir: str, set
                            data_config=run.config.data, progress=False)
         nll = bpd.value
         extra.update(nll_stderr=bpd.stderr, nll_n=bpd.n, nll_terms=bpd.terms)
-    row = QualityRow.from_eval(fp.family, result, params=info.params, train_minutes=info.train_minutes,
+    row = QualityRow.from_eval(fp.name, result, params=info.params, train_minutes=info.train_minutes,
                                train_img_per_s=info.train_img_per_s, sample_s_per_img=sample_set.seconds / fp.n,
-                               nfe=sample_fn.nfe, note=fp.preset, nll_kind=fp.nll, n_samples=fp.n)
+                               nfe=sample_fn.nfe, note=f"{fp.preset}, {sample_fn.method}", nll_kind=fp.nll, n_samples=fp.n)
     row.test_bpd = nll
     images = sample_set.images[:64].float() / 127.5 - 1.0
     return row, images, extra
@@ -303,7 +319,7 @@ def all_presets(args: argparse.Namespace, settings: EvalSettings, argv: list[str
         row, images, extra = family_row(fp, runs[fp.family], args.dataset, args.data_dir, settings, args.bpd_n,
                                         args.iwae_n, args.seed)
         rows.append(row)
-        grids[fp.family] = images
+        grids[fp.name] = images
         extras.append(extra)
         header = (f"Every family on full MNIST, {args.minutes:g} training minutes each (one thread, two at a time); "
                   "FID/KID/IS/precision/recall of n samples against the training set in the shipped MNIST feature "

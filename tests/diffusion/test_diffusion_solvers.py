@@ -81,7 +81,7 @@ def test_time_grids(make_diffusion):
     lam = d.log_snr_at(torch.tensor(logsnr[:-1], dtype=torch.float64))
     torch.testing.assert_close(lam.diff(), torch.full((11,), float(lam.diff().mean()), dtype=torch.float64))
     karras = samplers.time_grid(d, 9, samplers.TimeSpacing.KARRAS, t_min=2.0)
-    assert karras[0] == 1000.0 and karras[-2] == 2.0
+    assert karras[-2] == 2.0 and float(d.sigma_ve_at(karras[0])) == pytest.approx(80.0)  # sigma_VE(T) = 157
     r = d.sigma_ve_at(torch.tensor(karras[:-1], dtype=torch.float64)) ** (1 / 7)
     torch.testing.assert_close(r.diff(), torch.full((8,), float(r.diff().mean()), dtype=torch.float64))
     assert samplers.time_grid(d, 4, "trailing") == [1000, 750, 500, 250, 0]
@@ -136,7 +136,8 @@ def test_new_sampler_contract(sampler, spacing, make_diffusion):
     assert res.sample.shape == shape and torch.isfinite(res.sample).all()
     assert res.nfe == _nfe(sampler, 6) == len(model.calls)
     assert res.timesteps.numel() == 6 and res.xs.shape == (7, *shape) and res.x0s.shape == (6, *shape)
-    assert float(res.timesteps[0]) == 50 and (res.timesteps.diff() < 0).all()
+    t_0 = 50 if spacing != "karras" else samplers.time_grid(d, 6, spacing)[0]  # karras: sigma_VE(t_0) <= 80
+    assert float(res.timesteps[0]) == t_0 and (res.timesteps.diff() < 0).all()
     assert [s.index for s in seen] == list(range(6)) and seen[-1].t_prev == 0
     torch.testing.assert_close(res.xs[-1], res.sample)
     assert all(c[1].tolist() == [0, 1, 2] for c in model.calls)
@@ -231,15 +232,42 @@ def test_mixture_oracle_every_new_sampler_samples_the_modes(sampler, steps, make
     assert float((dist < 3 * 0.2).double().mean()) > 0.95
 
 
+def test_karras_grid_caps_sigma_max_so_few_heun_steps_do_not_blow_up(gaussian_baseline):
+    """The cosine schedule's sigma_VE(T) is ~2e4: rho = 7 over [0.02, 2e4] with 5 steps put the last jump at
+    8.6 -> 0.02, and Heun's correction (d' = (y' - D(y'))/s_next) blew it up (energy distance 3.7 and |x| up to
+    28 on the ring; 2.1 at 10 steps). With EDM's sigma_max = 80 the grid starts where sigma_VE = 80."""
+    mix = make_toy("gaussian-mixture")
+    d = GaussianDiffusion(NoiseSchedule.cosine(1000))
+    grid = samplers.time_grid(d, 5, "karras")
+    assert grid[0] < 1000 and float(d.sigma_ve_at(grid[0])) == pytest.approx(samplers.KARRAS_SIGMA_MAX, rel=1e-6)
+    assert samplers.time_grid(d, 5, "karras", sigma_max=None)[0] == 1000.0
+    with pytest.raises(ValueError, match="sigma_max = 0.001 must be a number >"):
+        samplers.time_grid(d, 5, "karras", sigma_max=0.001)
+    data = mix.sample(2000, torch.Generator().manual_seed(1))
+    def energy(steps, sigma_max=samplers.KARRAS_SIGMA_MAX):
+        times = samplers.time_grid(d, steps, "karras", sigma_max=sigma_max)[:-1]
+        x = samplers.heun(GaussianMixtureOracle(mix, d), (2000, 2), d, timesteps=times,
+                          generator=torch.Generator().manual_seed(0)).sample
+        return float(energy_distance(x, data)), float(x.abs().max())
+
+    (e10, _), (e10_uncapped, _) = energy(10), energy(10, None)
+    assert e10 < 0.05 < 1.0 < e10_uncapped  # measured 0.012 vs 2.1
+    assert e10 < 0.5 * gaussian_baseline(data)
+    # 5 steps (9 NFE) stay weak on the ring (the last Heun step 0.47 -> 0.02 crosses the modes' scale) but no longer
+    # blow up: measured energy 1.09 vs 3.7, |x| <= 4.9 vs 28
+    (e5, m5), (e5_uncapped, m5_uncapped) = energy(5), energy(5, None)
+    assert e5 < 0.5 * e5_uncapped and m5 < 8.0 < 20.0 < m5_uncapped
+
+
 # ------------------------------------------------------------------------------------------------
 # convergence order against the closed-form probability-flow ODE of Gaussian data
 # ------------------------------------------------------------------------------------------------
-def _exact_pf_ode(d, oracle, x_T, t_min):
-    """x0_hat(x_{t_min}) with x_{t_min} the exact PF-ODE solution from x_T at t = T: in VE coordinates
+def _exact_pf_ode(d, oracle, x_T, t_min, t_0):
+    """x0_hat(x_{t_min}) with x_{t_min} the exact PF-ODE solution from x_T at t = t_0: in VE coordinates
     y = x / alpha, s = sigma / alpha, dy/ds = s (Cov + s^2 I)^{-1} (y - mu), so in Cov's eigenbasis each
     coordinate of y - mu scales as sqrt(lambda_i + s^2)."""
     lam, U = torch.linalg.eigh(COV)
-    s0, s1 = float(d.sigma_ve_at(float(d.T))), float(d.sigma_ve_at(t_min))
+    s0, s1 = float(d.sigma_ve_at(float(t_0))), float(d.sigma_ve_at(t_min))
     a0, a1 = 1 / math.sqrt(1 + s0**2), 1 / math.sqrt(1 + s1**2)
     scale = torch.sqrt((lam + s1**2) / (lam + s0**2))
     y1 = MU + ((x_T / a0 - MU) @ U) * scale @ U.T
@@ -254,7 +282,7 @@ def test_convergence_order_on_the_gaussian_oracle(sampler, order, spacing):
     d = GaussianDiffusion(NoiseSchedule.linear(1000))
     oracle = GaussianOracle(MU, COV, d)
     x_T = torch.randn(16, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    exact = _exact_pf_ode(d, oracle, x_T, 1.0)
+    exact = _exact_pf_ode(d, oracle, x_T, 1.0, samplers.time_grid(d, 10, spacing)[0])
     Ns = [10, 20, 40, 80]
     errs = [float((sampler(oracle, (16, 2), d, steps=N, spacing=spacing, x_T=x_T,
                            generator=torch.Generator()).sample - exact).abs().max()) for N in Ns]

@@ -101,3 +101,28 @@ def test_dsm_loss_shapes_and_errors():
     with pytest.raises(ValueError, match="output"):
         DenoisingScoreMatching(LEVELS).loss(lambda x, s, y=None: x[:, :1], torch.randn(3, 2), None,
                                             torch.Generator())
+
+
+def test_ncsn_scale_input_feeds_the_network_the_vp_x_t():
+    """scale_input: the U-Net sees x~ / sqrt(1 + sigma^2) = alpha x~ (the DDPM's x_t of the VE <-> VP map), the
+    noise code c_noise(sigma) either way, and the output is divided by sigma in both cases."""
+    from elbolab.score.network import NCSN, noise_conditioning
+
+    class Record(nn.Module):
+        def forward(self, x, c, y=None):
+            self.x, self.c = x, c
+            return torch.ones_like(x)
+
+    x = torch.randn(3, 1, 2, 2, generator=torch.Generator().manual_seed(0))
+    sigma = torch.tensor([0.01, 1.0, 40.0])
+    plain, scaled = NCSN(Record()), NCSN(Record(), scale_input=True)
+    s_plain, s_scaled = plain(x, sigma), scaled(x, sigma)
+    torch.testing.assert_close(plain.net.x, x)
+    torch.testing.assert_close(scaled.net.x, x / torch.sqrt(1 + sigma**2).view(3, 1, 1, 1))
+    torch.testing.assert_close(scaled.net.c, noise_conditioning(sigma))
+    torch.testing.assert_close(s_scaled, s_plain)
+    torch.testing.assert_close(s_plain, (1 / sigma).view(3, 1, 1, 1).expand_as(x))
+    # the unit-scale input at every level: x~ = x0 + sigma z has std sqrt(1 + sigma^2) for unit-variance x0
+    big = torch.randn(4000) * torch.sqrt(torch.tensor(1 + 40.0**2))
+    scaled(big.view(1000, 1, 2, 2), 40.0)
+    assert abs(float(scaled.net.x.std()) - 1.0) < 0.05

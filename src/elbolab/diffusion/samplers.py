@@ -31,8 +31,11 @@ also DPM-Solver's lower-order final step). The grid comes from ``spacing`` (:cla
 - ``leading`` / ``linspace`` / ``trailing``: the integer grids of :func:`sampling_timesteps` (diffusers'
   ``timestep_spacing`` with our t = their index + 1);
 - ``logsnr``: uniform in log-SNR lambda(t) from t = T down to ``t_min`` (Lu et al. 2022's "logSNR" spacing);
-- ``karras``: sigma_VE^(1/rho) uniform from sigma_VE(T) to sigma_VE(``t_min``), rho = 7 (Karras et al. 2022,
-  eq. 5).
+- ``karras``: sigma_VE^(1/rho) uniform from min(sigma_VE(T), 80) to sigma_VE(``t_min``), rho = 7 (Karras et al.
+  2022, eq. 5, with their sigma_max = 80: :data:`KARRAS_SIGMA_MAX`). A schedule whose sigma_VE(T) is larger (the
+  cosine schedule: ~2e4 at T = 1000) starts at the time t_0 < T where sigma_VE = 80, from x_T ~ N(0, I) (the
+  signal fraction alpha^2 = 1.6e-4 there): without the cap rho = 7 spends the first steps at sigma ~ 1e4 and
+  leaves one giant last jump (8.6 -> 0.02 with 5 steps), which Heun's correction amplifies by s_hat / (2 s_next).
 
 The fractional grids are in the continuous time of :meth:`GaussianDiffusion.alpha_bar_at` and end at the
 stated ``t_min`` (default :data:`DEFAULT_T_MIN` = 1, the least noisy step the discrete network was trained on).
@@ -60,6 +63,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_T_MIN",
+    "KARRAS_SIGMA_MAX",
     "SampleResult",
     "StepInfo",
     "TimeSpacing",
@@ -80,6 +84,9 @@ __all__ = [
 
 #: the smallest time the fractional grids (logsnr, karras) visit: t = 1, the least noisy step of the chain
 DEFAULT_T_MIN = 1.0
+
+#: the largest sigma_VE of the karras grid (sigma_max of Karras et al. 2022, Table 1)
+KARRAS_SIGMA_MAX = 80.0
 
 
 TimeSpacing = Spacing
@@ -136,11 +143,13 @@ def time_grid(
     timesteps: Sequence[int | float] | Tensor | None = None,
     t_min: float = DEFAULT_T_MIN,
     rho: float = 7.0,
+    sigma_max: float | None = KARRAS_SIGMA_MAX,
 ) -> list[int | float]:
     """The times t_0 > ... > t_{N-1} > t_N = 0 a sampler walks, as Python numbers (ints on integer grids).
 
     ``timesteps``: an explicit strictly decreasing sequence in (0, T] (the visited times; 0 is appended);
-    otherwise ``steps`` (None: T) times of ``spacing``; see the module doc. Checked here, once per sampler call.
+    otherwise ``steps`` (None: T) times of ``spacing``; see the module doc. ``sigma_max``: the karras grid's
+    largest sigma_VE (None: sigma_VE(T)). Checked here, once per sampler call.
     """
     T = diffusion.T
     if timesteps is not None:
@@ -174,10 +183,18 @@ def time_grid(
         if not (isinstance(rho, (int, float)) and not isinstance(rho, bool) and rho > 0):
             raise ValueError(f"rho = {rho!r} must be a number > 0 (Karras et al. 2022 use rho = 7)")
         s_max, s_min = float(diffusion.sigma_ve_at(float(T))), float(diffusion.sigma_ve_at(t_min))
+        t_0 = float(T)
+        if sigma_max is not None:
+            if isinstance(sigma_max, bool) or not isinstance(sigma_max, (int, float)) or not sigma_max > s_min:
+                raise ValueError(f"sigma_max = {sigma_max!r} must be a number > sigma_VE(t_min) = {s_min:.4g} "
+                                 "(or None = sigma_VE(T))")
+            if s_max > sigma_max:
+                s_max = float(sigma_max)
+                t_0 = float(diffusion.t_from_sigma_ve(torch.tensor(s_max, dtype=torch.float64)))
         sig = (s_max ** (1 / rho) + u * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
         ts = diffusion.t_from_sigma_ve(sig)
     out = ts.tolist()
-    out[0], out[-1] = float(T), t_min  # exact ends (the inversion is exact only to rounding)
+    out[0], out[-1] = (float(T) if spacing is TimeSpacing.LOGSNR else t_0), t_min  # exact ends (inversion rounds)
     return [*out, 0]
 
 

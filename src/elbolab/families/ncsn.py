@@ -95,7 +95,7 @@ class NCSNFamily(ModelFamily):
         return (u.in_channels, u.image_size, u.image_size)
 
     def build_model(self, cfg: RunConfig) -> nn.Module:
-        return NCSN(build_unet(cfg.model.unet))
+        return NCSN(build_unet(cfg.model.unet), scale_input=cfg.model.score.scale_input)
 
     def build_objective(self, cfg: RunConfig) -> Objective:
         m = cfg.model

@@ -24,6 +24,9 @@ class ScoreConfig:
     steps_per_level: int = 5  # T of the notes' Algorithm 1
     final_denoise: bool = True  # one Tweedie step x + sigma_L^2 s(x, sigma_L) after the last level
     p_uncond: float = 0.1  # conditional network: label dropout into the null class (Ho & Salimans 2022)
+    # the network sees x~ / sqrt(1 + sigma^2) (EDM's c_in, = the DDPM's x_t); False = the original NCSN input x~
+    # (the default, so runs trained before this option load unchanged; the presets turn it on)
+    scale_input: bool = False
 
     def validate(self, prefix: str) -> None:
         check_range(self, prefix, positive=("sigma_L", "steps_per_level"),

@@ -5,7 +5,11 @@ trained DDPM noise predictor into a score model.
   U-Net (:class:`elbolab.nn.unet.UNet`, label embedding optional). Dividing by sigma is Technique 3 of Song &
   Ermon 2020: the true score of q_sigma has norm ~ sqrt(D) / sigma, so F_theta only needs outputs of unit scale
   (as eps-prediction does). The U-Net's time embedding sees c_noise(sigma) = 100 ln sigma (a smooth,
-  range-independent code: a geometric sequence of levels becomes evenly spaced "times").
+  range-independent code: a geometric sequence of levels becomes evenly spaced "times"). With ``scale_input``
+  the U-Net sees c_in(sigma) x~ = x~ / sqrt(1 + sigma^2) instead of x~ (Karras et al. 2022's c_in with
+  sigma_data = 1): exactly the DDPM's x_t = alpha x~ of the VE <-> VP map (:mod:`elbolab.score.ve`), of unit
+  scale at every level. Without it the input's scale runs from 1 to sigma_1 ~ 40 and the network must undo
+  that scale itself, which is what NCSN (Song & Ermon 2019, 2020) asks of it.
 - :class:`EpsAsScore` (lecture notes 004, "score-based view"): eps_theta(x_t, t) ~ -sqrt(1 - alpha_bar_t) grad log
   q(x_t), so s(x_t, t) = -eps_hat(x_t, t) / sqrt(1 - alpha_bar_t) (Luo 2022, eq. 151) for a network of any
   parameterisation (:meth:`GaussianDiffusion.predict_score`).
@@ -36,12 +40,14 @@ def noise_conditioning(sigma: Tensor) -> Tensor:
 
 
 class NCSN(nn.Module):
-    """s_theta(x~, sigma, y) = net(x~, c_noise(sigma), y) / sigma; ``x~: (B, C, H, W)``, ``sigma: (B,)`` float > 0
-    (a Python float or 0-d tensor is broadcast), ``y: (B,)`` labels or None. Returns the score, x~'s shape."""
+    """s_theta(x~, sigma, y) = net(c_in(sigma) x~, c_noise(sigma), y) / sigma; ``x~: (B, C, H, W)``, ``sigma:
+    (B,)`` float > 0 (a Python float or 0-d tensor is broadcast), ``y: (B,)`` labels or None. Returns the score,
+    x~'s shape. ``scale_input``: c_in = 1 / sqrt(1 + sigma^2) (else 1, the original NCSN)."""
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: nn.Module, scale_input: bool = False) -> None:
         super().__init__()
         self.net = net
+        self.scale_input = bool(scale_input)
 
     def forward(self, x: Tensor, sigma: Tensor | float, y: Tensor | None = None) -> Tensor:
         B = x.shape[0]
@@ -53,6 +59,8 @@ class NCSN(nn.Module):
                              f"got {tuple(sigma.shape)} {sigma.dtype}")
         if sigma.numel() and not bool((sigma > 0).all()):
             raise ValueError(f"NCSN: noise levels must be > 0, got min {float(sigma.min())}")
+        if self.scale_input:
+            x = x * append_dims(torch.rsqrt(1.0 + sigma.to(torch.float32) ** 2).to(x.dtype), x.ndim)
         out = self.net(x, noise_conditioning(sigma), y)
         return out / append_dims(sigma.to(out.dtype), out.ndim)
 
