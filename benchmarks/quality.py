@@ -28,6 +28,7 @@ family's ``bound_fn`` (Monte Carlo over t unless ``--exact``; families without a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -245,13 +246,18 @@ def family_row(fp: FamilyPreset, run_dir: Path, dataset: str, data_dir: str, set
     row, its first 64 samples (for the grid) and the extra figures (nll standard error, n of the likelihood)."""
     info = read_run(run_dir)
     run = load_run(run_dir)
-    sample_fn = RunSampler(run, fp.sampler, None, **dict(fp.options))
+    opts = dict(fp.options)
+    sample_fn = RunSampler(run, fp.sampler, opts.pop("steps", None), **opts)
     sample_set = generate_samples(sample_fn, fp.n, batch_size=min(250, fp.n),
                                   generator=torch.Generator().manual_seed(seed))
-    result = evaluate_samples(sample_set, dataset, SAMPLE_METRICS, reference_split="train", data_dir=data_dir,
-                              settings=settings)
+    result = evaluate_samples(sample_set, dataset, SAMPLE_METRICS | {Metric.CONF}, reference_split="train",
+                              data_dir=data_dir, settings=settings)
     extra: dict[str, Any] = {"row": fp.name, "preset": fp.preset, "run": str(run_dir), "n": fp.n,
                              "sampler": fp.sampler or run.config.sample.sampler, "options": dict(fp.options)}
+    conf = result.confidence
+    extra.update(confident=conf.fraction, class_share=[round(c / conf.n, 4) for c in conf.class_counts])
+    if fp.family == "gan":
+        extra["dstar"] = dstar_checks(run, dataset, data_dir, seed)
     nll = None
     if fp.nll == "IWAE-5000":
         from elbolab.families.base import DiagnosticsRequest
@@ -273,6 +279,80 @@ def family_row(fp: FamilyPreset, run_dir: Path, dataset: str, data_dir: str, set
     row.test_bpd = nll
     images = sample_set.images[:64].float() / 127.5 - 1.0
     return row, images, extra
+
+
+def cached_family_row(fp: FamilyPreset, run_dir: Path, dataset: str, data_dir: str, settings: EvalSettings,
+                      bpd_n: int, iwae_n: int, seed: int) -> tuple[QualityRow, torch.Tensor, dict[str, Any]]:
+    """:func:`family_row`, kept in ``run_dir/families_rows/<row>.{json,safetensors}`` and reused while the run's
+    checkpoint, the row's settings and the evaluation sizes are the same (a rerun of the table re-scores only
+    what changed)."""
+    from safetensors.torch import load_file, save_file
+
+    from elbolab.io import atomic_write_bytes
+
+    key = {"row": dataclasses.asdict(fp), "checkpoint": (run_dir / "checkpoint.json").read_text(),
+           "dataset": dataset, "bpd_n": bpd_n, "iwae_n": iwae_n, "seed": seed,
+           "settings": repr(settings)}
+    slug = "".join(ch if ch.isalnum() else "_" for ch in fp.name)
+    cache = run_dir / "families_rows"
+    meta, grid = cache / f"{slug}.json", cache / f"{slug}.safetensors"
+    try:
+        saved = json.loads(meta.read_text())
+        if saved["key"] == json.loads(json.dumps(key)):
+            logger.info("%s: reusing the scored row %s", fp.name, meta)
+            return QualityRow(**saved["row"]), load_file(grid)["images"], saved["extra"]
+    except (OSError, KeyError, ValueError, TypeError):
+        pass
+    row, images, extra = family_row(fp, run_dir, dataset, data_dir, settings, bpd_n, iwae_n, seed)
+    cache.mkdir(exist_ok=True)
+    tmp = grid.with_suffix(".tmp")
+    save_file({"images": images.contiguous()}, str(tmp))
+    atomic_write_bytes(grid, tmp.read_bytes())
+    tmp.unlink()
+    atomic_write_text(meta, json.dumps({"key": key, "row": dataclasses.asdict(row), "extra": extra}, indent=2))
+    return row, images, extra
+
+
+def rows_detail(extras: list[dict[str, Any]]) -> str:
+    """The second table of --all-presets: each row's sampler, samples, classifier confidence, the share of the
+    rarest and the commonest digit class (the classifier's labels), its NLL's n and standard error, and for
+    the GAN the fresh logistic discriminator of the D* = 1/2 check."""
+    lines = ["| row | preset, sampler | n | confident (p >= 0.9) | class share min / max | NLL (n, stderr) | "
+             "D* check: D(real) / D(fake) / accuracy (pixels; features) |", "|---|---|---|---|---|---|---|"]
+    for e in extras:
+        share = e.get("class_share") or [float("nan")]
+        nll = f"{e['nll_n']}, {e['nll_stderr']:.4f}" if e.get("nll_n") else "-"
+        d = e.get("dstar")
+        dstar = "; ".join(f"{d[k]['d_real']:.3f} / {d[k]['d_fake']:.3f} / {d[k]['accuracy']:.3f}"
+                          for k in ("pixels", "features")) if d else "-"
+        opts = ", ".join(f"{k}={v}" for k, v in e.get("options", {}).items())
+        lines.append(f"| {e.get('row', '')} | {e.get('preset', '')}, {e.get('sampler', '')}"
+                     f"{' (' + opts + ')' if opts else ''} | {e.get('n', '')} | {e.get('confident', float('nan')):.3f} | "
+                     f"{min(share):.3f} / {max(share):.3f} | {nll} | {dstar} |")
+    return "\n".join(lines)
+
+
+def dstar_checks(run: Run, dataset: str, data_dir: str, seed: int, n: int = 2000) -> dict[str, Any]:
+    """The D* = 1/2 check of lecture notes 003 for a GAN run: a fresh logistic discriminator fitted on half of ``n``
+    held-out real test images against as many generated ones, read on the other half, on pixels and on the
+    shipped feature network's features (:func:`elbolab.gan.gan_dstar_check`)."""
+    import dataclasses as dc
+
+    from elbolab.evaluate import extract_features
+    from elbolab.evaluate.features import load_feature_network
+    from elbolab.gan import gan_dstar_check
+
+    test = load_dataset(DataConfig(name=dataset, data_dir=data_dir, split="test", limit=n))
+    real, _ = test.batch(torch.arange(len(test)))
+    net = load_feature_network(dataset)
+    features = lambda x: torch.from_numpy(extract_features(net, x).features).double()  # noqa: E731
+    out = {}
+    for name, fn in (("pixels", None), ("features", features)):
+        check = gan_dstar_check(run.model, real, torch.Generator().manual_seed(seed), feature_fn=fn)
+        out[name] = dc.asdict(check)
+        logger.info("D* check on %s: D(real) %.3f, D(fake) %.3f, accuracy %.3f", name, check.d_real, check.d_fake,
+                    check.accuracy)
+    return out
 
 
 def grids_png(grids: dict[str, torch.Tensor], path: Path) -> None:
@@ -316,8 +396,10 @@ def all_presets(args: argparse.Namespace, settings: EvalSettings, argv: list[str
     floor.n_samples = 1000
     rows, grids, extras = [floor], {}, [meta]
     for fp in presets:
-        row, images, extra = family_row(fp, runs[fp.family], args.dataset, args.data_dir, settings, args.bpd_n,
-                                        args.iwae_n, args.seed)
+        if args.row_n:
+            fp = dataclasses.replace(fp, n=args.row_n)
+        row, images, extra = cached_family_row(fp, runs[fp.family], args.dataset, args.data_dir, settings,
+                                               args.bpd_n, args.iwae_n, args.seed)
         rows.append(row)
         grids[fp.name] = images
         extras.append(extra)
@@ -325,7 +407,8 @@ def all_presets(args: argparse.Namespace, settings: EvalSettings, argv: list[str
                   "FID/KID/IS/precision/recall of n samples against the training set in the shipped MNIST feature "
                   "space; NLL in bits/dim on 8-bit test images with its kind (ELBO: the family's bound; IWAE-5000: "
                   "the importance-weighted bound, discretised decoder; exact: PixelCNN).\n\n")
-        atomic_write_text(out.with_suffix(".md"), header + format_quality_table(rows) + "\n")
+        atomic_write_text(out.with_suffix(".md"), header + format_quality_table(rows) + "\n\n" +
+                          rows_detail(extras[1:]) + "\n")
         atomic_write_text(out.with_suffix(".json"), json.dumps(
             {"dataset": args.dataset, "minutes": args.minutes, "seconds": round(time.perf_counter() - t0, 1),
              "command": " ".join(["python", "benchmarks/quality.py", *(argv if argv is not None else sys.argv[1:])]),
@@ -357,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--families", default="", help="--all-presets: comma-separated subset of the families")
     p.add_argument("--parallel", type=int, default=2, help="--all-presets: trainings at a time")
     p.add_argument("--iwae-n", type=int, default=1000, help="--all-presets: test images for IWAE-5000")
+    p.add_argument("--row-n", type=int, default=0, help="--all-presets: samples per row (0 = each row's own n)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.threads:

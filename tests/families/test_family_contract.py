@@ -72,6 +72,12 @@ def test_preset_trains_resumes_loads_samples_and_bounds(tmp_path, name):
         x = torch.rand(2, 1, 28, 28) * 2 - 1
         terms = bound(x, torch.Generator().manual_seed(0))
         assert terms and all(t.shape == (2,) and torch.isfinite(t).all() for t in terms.values())
+        # the family's bpd_method is one evaluate_bpd knows (PixelCNN's "exact" once was not)
+        from elbolab.evaluate import evaluate_bpd
+
+        x8 = (torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(1)) * 255).round().to(torch.uint8)
+        bpd = evaluate_bpd(bound, "mnist", family.bpd_method, images=x8, progress=False)
+        assert bpd.n == 2 and bpd.value > 0
 
 
 def _has_bound(run) -> bool:

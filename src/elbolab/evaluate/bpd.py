@@ -36,6 +36,8 @@ class BPDMethod(str, enum.Enum):
     DISCRETIZED_GAUSSIAN = "discretized Gaussian decoder"
     UNIFORM_DEQUANTIZATION = "uniform dequantisation"
     VDM_SOFTMAX = "VDM softmax decoder"  # p(x|z_0) a softmax over the 256 levels (Kingma et al. 2021, App. C)
+    # PixelCNN: log p(x) by the chain rule over the pixels' 8-bit levels, exact (no bound, no dequantisation)
+    EXACT_AUTOREGRESSIVE = "exact: the autoregressive chain rule over the 8-bit levels (no bound, no dequantisation)"
 
 
 @dataclass

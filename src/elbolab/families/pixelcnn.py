@@ -19,13 +19,14 @@ from elbolab.autoregressive.likelihood import PixelCNNObjective, bits_per_dim
 from elbolab.autoregressive.network import GatedPixelCNN, build_pixelcnn
 from elbolab.autoregressive.sampling import sample
 from elbolab.config import RunConfig
+from elbolab.evaluate.bpd import BPDMethod
 from elbolab.families import register
 from elbolab.families.base import (BoundFn, DropLabels, ModelFamily, NoOptions, SampleBatch, SampleRequest,
                                    SamplerSpec, check_num_classes, with_image_shape)
 
 __all__ = ["PixelCNNModelConfig", "PixelCNNFamily"]
 
-EXACT = "exact: the autoregressive chain rule over the 8-bit levels (no bound, no dequantisation)"
+EXACT = BPDMethod.EXACT_AUTOREGRESSIVE.value
 
 
 @dataclass
