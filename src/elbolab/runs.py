@@ -16,7 +16,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -87,16 +87,18 @@ def prepare_config(cfg: RunConfig, data: ImageDataset) -> RunConfig:
 
 
 def train_run(cfg: RunConfig, out_dir: str | os.PathLike[str], *, resume: bool = False,
-              progress: bool = True) -> TrainRunResult:
+              progress: bool = True, on_step: Callable[[Any], None] | None = None) -> TrainRunResult:
     """Train ``cfg`` into ``out_dir`` (resume its checkpoint when ``resume``); works under ``torchrun``.
+    ``on_step(trainer)``: :class:`elbolab.train.Trainer`'s per-step callback.
 
     The run folder is locked for the whole call (:class:`elbolab.runlock.RunLock`, rank 0 only): a second
     writer is refused with the PID and command of the first."""
     with RunLock(out_dir):
-        return _train_run(cfg, Path(out_dir), resume=resume, progress=progress)
+        return _train_run(cfg, Path(out_dir), resume=resume, progress=progress, on_step=on_step)
 
 
-def _train_run(cfg: RunConfig, out_dir: Path, *, resume: bool, progress: bool) -> TrainRunResult:
+def _train_run(cfg: RunConfig, out_dir: Path, *, resume: bool, progress: bool,
+               on_step: Callable[[Any], None] | None = None) -> TrainRunResult:
     from elbolab.train import Trainer, shutdown_distributed
 
     if resume and (out_dir / CONFIG_FILE).exists():
@@ -130,7 +132,7 @@ def _train_run(cfg: RunConfig, out_dir: Path, *, resume: bool, progress: bool) -
     # a family without samplers (an autoencoder) has no sample grids
     trainer = Trainer(model, objective, data, cfg.train, out_dir, run_config=cfg,
                       sample_fn=sample_fn if family.capabilities.sample else None,
-                      resume=resume, progress=progress)
+                      resume=resume, progress=progress, on_step=on_step)
     try:
         result = trainer.fit()
     finally:

@@ -329,3 +329,15 @@ def test_objective_metric_named_like_a_trainer_key_is_prefixed(tmp_path):
     r = Trainer(MLP(), Named(), _dataset("tensor"), tiny_cfg(steps=2), tmp_path, progress=False).fit()
     m = read_metrics(tmp_path)[-1]
     assert m["objective/loss"] == 123.0 and m["loss"] == r.losses[-1]
+
+
+def test_on_step_is_called_after_every_step_with_the_trainer(tmp_path):
+    seen = []
+
+    def on_step(trainer):
+        seen.append((trainer.step, trainer.images_seen))
+
+    cfg = tiny_cfg(steps=5, checkpoint_every=2)
+    Trainer(MLP(), Regression(), _dataset("tensor"), cfg, tmp_path, progress=False, on_step=on_step).fit()
+    assert [s for s, _ in seen] == [1, 2, 3, 4, 5]
+    assert seen[-1][1] == 5 * cfg.batch_size and (tmp_path / "checkpoint.json").exists()

@@ -180,13 +180,16 @@ class Trainer:
     -> (n, C, H, W)`` in [-1, 1] for sample grids (``n_samples`` images, default ``run_config.sample.n`` or
     64); ``resume``: continue the checkpoint in ``out_dir`` (without it an existing checkpoint is an error;
     with it and no checkpoint the run starts fresh); ``device``: default CUDA when available, else CPU;
-    ``dist``: a :class:`DistContext` (default: from the torchrun environment); ``progress``: show tqdm.
+    ``dist``: a :class:`DistContext` (default: from the torchrun environment); ``progress``: show tqdm;
+    ``on_step(trainer)``: called after every optimiser step (and its logging/checkpointing), e.g. to keep EMA
+    snapshots at wall-clock times (``benchmarks/time_to_quality.py``); the time it takes counts as training time.
     """
 
     def __init__(self, model: nn.Module, objective: Objective | AdversarialObjective, dataset: Any, cfg: TrainConfig,
                  out_dir: str | os.PathLike[str], run_config: Any = None, sample_fn: SampleFn | None = None, *,
                  resume: bool = False, n_samples: int | None = None, device: str | torch.device | None = None,
-                 dist: DistContext | None = None, progress: bool = True) -> None:
+                 dist: DistContext | None = None, progress: bool = True,
+                 on_step: Callable[["Trainer"], None] | None = None) -> None:
         if not isinstance(cfg, TrainConfig):
             raise TypeError(f"cfg must be an elbolab.config.TrainConfig, got {type(cfg).__name__}")
         if not (cfg.steps > 0 or cfg.epochs > 0 or cfg.minutes > 0):
@@ -199,6 +202,7 @@ class Trainer:
         self.run_config = run_config
         self.sample_fn = sample_fn
         self.progress = progress
+        self.on_step = on_step
         self.dist = dist if dist is not None else init_distributed(device)
         self.device = self.dist.device
         self.tb = None
@@ -637,6 +641,8 @@ class Trainer:
                         self.save()
                     if self.cfg.sample_every > 0 and self.step % self.cfg.sample_every == 0:
                         self.save_samples()
+                    if self.on_step is not None:
+                        self.on_step(self)
                 if self._checkpoint_step != self.step:
                     self.save()
         finally:
