@@ -73,3 +73,20 @@ def test_default_command_is_this_process_command_line(tmp_path):
                         "from elbolab.runlock import RunLock; print(RunLock(sys.argv[1]).command)"],
                        capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert p.stdout.strip() == "elbolab train 'a b'", p.stderr
+
+
+def test_the_ode_nll_entry_is_written_under_the_run_lock(tmp_path):
+    """eval --nll ode rewrites metrics.json (read-modify-write): refused while another process holds the run."""
+    from elbolab.report.ode_nll import read_metrics, write_nll_metrics
+
+    run = tmp_path / "run"
+    holder = _start_holder(run)
+    try:
+        with pytest.raises(RunLockedError):
+            write_nll_metrics(run, {"bpd": 1.0})
+        assert not (run / "metrics.json").exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+    write_nll_metrics(run, {"bpd": 1.0})
+    assert read_metrics(run)["nll_ode"] == {"bpd": 1.0}

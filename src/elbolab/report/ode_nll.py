@@ -127,13 +127,17 @@ def read_metrics(folder: str | os.PathLike[str]) -> dict[str, Any]:
 
 def write_nll_metrics(folder: str | os.PathLike[str], entry: dict[str, Any] | None) -> Path:
     """Set (``entry`` None: leave) the ``"nll_ode"`` entry of ``folder/metrics.json``, keeping everything else
-    in it (atomic write); returns the path."""
+    in it (atomic write, under the run folder's :class:`~elbolab.runlock.RunLock`: a read-modify-write that a
+    second writer could otherwise undo); returns the path."""
+    from elbolab.runlock import RunLock
+
     path = Path(folder) / METRICS_FILE
     if entry is None:
         return path
-    metrics = read_metrics(folder)
-    metrics[NLL_KEY] = entry
-    atomic_write_json(path, metrics)
+    with RunLock(folder):
+        metrics = read_metrics(folder)
+        metrics[NLL_KEY] = entry
+        atomic_write_json(path, metrics)
     return path
 
 
