@@ -150,3 +150,42 @@ def test_elbo_loss_estimates_the_bound_without_the_prior(make_diffusion):
                        max_batch=50_000)
     bound = mean_and_stderr(terms.per_image.reconstruction + terms.per_image.denoising)
     assert abs(est.mean - bound.mean) < 4 * math.hypot(est.stderr, bound.stderr)
+
+
+def test_lognormal_time_sampling_draws_edms_sigmas_and_the_oracle_minimises_its_loss(make_diffusion):
+    """t_sampling = 'lognormal': ln sigma_VE(t) ~ N(-1.2, 1.2^2) (Karras et al. 2022) as float t in [1, T]; the
+    network sees those unrounded times; E[eps | x_t] at alpha_bar(t) minimises the loss (+ delta^2 per dim)."""
+    from elbolab.config import ConfigError
+    from elbolab.diffusion import LogNormalTimestepSampler
+
+    d = make_diffusion(1000)
+    t, w = LogNormalTimestepSampler(d).sample(40000, torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert t.dtype == torch.float64 and float(t.min()) >= 1.0 and float(t.max()) <= 1000.0 and (w == 1).all()
+    log_sigma = torch.log(d.sigma_ve_at(t))
+    assert abs(float(log_sigma.mean()) + 1.2) < 0.03 and abs(float(log_sigma.std()) - 1.2) < 0.03
+    assert float((t - t.round()).abs().max()) > 0.1
+
+    oracle = GaussianMixtureOracle(make_toy("gaussian-mixture"), d)
+    seen = []
+
+    class Shifted(torch.nn.Module):
+        def __init__(self, delta):
+            super().__init__()
+            self.delta = delta
+
+        def forward(self, x, t, y=None):
+            seen.append(t)
+            return oracle(x, t) + self.delta
+
+    x = oracle.sample_data(8192, torch.Generator().manual_seed(0))
+    obj = DiffusionObjective(d, t_sampling="lognormal")
+    best = obj.loss(Shifted(0.0), x, None, torch.Generator().manual_seed(3))
+    worse = obj.loss(Shifted(0.2), x, None, torch.Generator().manual_seed(3))
+    assert seen[0].dtype == torch.float32 and float((seen[0] - seen[0].round()).abs().max()) > 0.1
+    assert float(worse.loss) - float(best.loss) == pytest.approx(0.04, abs=0.005)
+    assert best.metrics["mse"] == pytest.approx(float(best.loss))
+    assert obj.state_dict() == {}
+    with pytest.raises(ValueError, match="lognormal' needs loss = 'simple'"):
+        DiffusionObjective(d, loss="elbo", t_sampling="lognormal")
+    with pytest.raises(ConfigError, match="t_sampling = 'lognormal' needs"):
+        DiffusionConfig(t_sampling="lognormal", importance_sampling=True).validate("model.diffusion")

@@ -17,6 +17,7 @@ from elbolab.diffusion.elbo import (
 )
 from elbolab.diffusion.losses import (
     DiffusionObjective,
+    LogNormalTimestepSampler,
     LossAwareTimestepSampler,
     UniformTimestepSampler,
     build_diffusion,
@@ -40,6 +41,7 @@ __all__ = [
     "GaussianDiffusion",
     "GaussianMixtureOracle",
     "GaussianOracle",
+    "LogNormalTimestepSampler",
     "LossAwareTimestepSampler",
     "NoiseSchedule",
     "ODELikelihood",

@@ -39,6 +39,13 @@ class LossKind(str, enum.Enum):
     MIN_SNR = "min_snr"  # L_simple weighted to min(SNR_t, gamma) on x0 (Min-SNR-gamma, Hang et al. 2023)
 
 
+class TimeSampling(str, enum.Enum):
+    """How training draws t."""
+
+    UNIFORM = "uniform"  # t ~ U{1..T} (Algorithm 1 of Ho et al. 2020; importance_sampling reweights it)
+    LOGNORMAL = "lognormal"  # ln sigma_VE ~ N(lognormal_mean, lognormal_std^2), float t (Karras et al. 2022)
+
+
 class Spacing(str, enum.Enum):
     """How a sampler with fewer steps than T picks its timesteps."""
 
@@ -69,6 +76,10 @@ class DiffusionConfig:
     variance: VarianceKind = VarianceKind.BETA_TILDE
     loss: LossKind = LossKind.SIMPLE
     importance_sampling: bool = False  # sample t by the running loss (improved DDPM)
+    # EDM's training noise distribution (P_mean = -1.2, P_std = 1.2) in continuous t; only with loss = "simple"
+    t_sampling: TimeSampling = TimeSampling.UNIFORM
+    lognormal_mean: float = -1.2
+    lognormal_std: float = 1.2
     min_snr_gamma: float = 5.0  # gamma of LossKind.MIN_SNR
     p_uncond: float = 0.1  # conditional U-Net: label dropout into the null class (Ho & Salimans 2022)
 
@@ -79,3 +90,10 @@ class DiffusionConfig:
                               "need 0 < beta_start <= beta_end < 1")
         if not 0.0 <= self.p_uncond < 1.0:
             raise ConfigError(f"{prefix}.p_uncond = {self.p_uncond!r} must be in [0, 1)")
+        if self.t_sampling == TimeSampling.LOGNORMAL:
+            if self.loss != LossKind.SIMPLE or self.importance_sampling:
+                raise ConfigError(f"{prefix}.t_sampling = 'lognormal' needs {prefix}.loss = 'simple' and "
+                                  f"{prefix}.importance_sampling = false (got loss = {LossKind(self.loss).value!r}, "
+                                  f"importance_sampling = {self.importance_sampling})")
+            if not self.lognormal_std > 0:
+                raise ConfigError(f"{prefix}.lognormal_std = {self.lognormal_std!r} must be > 0")

@@ -14,6 +14,11 @@
   Weighting Strategy"): L_simple of each example times :func:`min_snr_weight`, so that the loss equals
   min(SNR_t, gamma) ||x0 - x0_hat||^2 whatever is predicted (eps: min(SNR_t, gamma) / SNR_t; x0:
   min(SNR_t, gamma); v: min(SNR_t, gamma) / (SNR_t + 1); score: min(SNR_t, gamma) (1 - alpha_bar_t) / SNR_t).
+- ``TimeSampling.LOGNORMAL`` (:class:`LogNormalTimestepSampler`): EDM's training noise distribution (Karras et
+  al. 2022, Table 1: ln sigma ~ N(P_mean = -1.2, P_std^2 = 1.2^2)) in the VE coordinates of the process,
+  sigma = sigma_VE(t), read back as a float t in [1, T] (:meth:`GaussianDiffusion.t_from_sigma_ve`): the
+  network is trained at continuous times, as the fractional-time samplers call it. With L_simple on v this is
+  EDM's loss weighting for sigma_data = 1 (its F-target with c_skip = alpha^2, c_out = sigma_VP is -v).
 - Importance sampling of t (Nichol & Dhariwal 2021, Sec. 3.3): p_t proportional to sqrt(E[L_t^2]) over the
   last 10 losses at each t, uniform until every t has 10 losses, mixed with 0.1 % of the uniform
   distribution; each example is weighted by 1 / (T p_t) so that the loss keeps its expectation.
@@ -27,16 +32,18 @@ import torch
 from torch import Tensor, nn
 
 from elbolab.config import coerce
-from elbolab.diffusion.config import DiffusionConfig, LossKind
+from elbolab.diffusion import parameterization as param
+from elbolab.diffusion.config import DiffusionConfig, LossKind, TimeSampling
 from elbolab.diffusion.elbo import DecoderKind, parse_decoder, timestep_terms
 from elbolab.diffusion.parameterization import Prediction, parse_prediction
 from elbolab.diffusion.process import GaussianDiffusion
 from elbolab.diffusion.schedules import NoiseSchedule
-from elbolab.math import mean_flat, num_dims
+from elbolab.math import append_dims, mean_flat, num_dims
 from elbolab.objectives import LossOutput, Objective
 
 __all__ = [
     "DiffusionObjective",
+    "LogNormalTimestepSampler",
     "LossAwareTimestepSampler",
     "UniformTimestepSampler",
     "build_diffusion",
@@ -132,6 +139,49 @@ class UniformTimestepSampler:
             raise ValueError(f"UniformTimestepSampler has no state, got keys {sorted(state)}")
 
 
+class LogNormalTimestepSampler:
+    """ln sigma_VE ~ N(``mean``, ``std``^2) (Karras et al. 2022), clamped to the process's [sigma_VE(1),
+    sigma_VE(T)] and read as float t = t(sigma) in [1, T]. Unit weights, stateless. The time inversion runs on the
+    CPU in float64 (one small transfer per step on a GPU)."""
+
+    def __init__(self, diffusion: GaussianDiffusion, mean: float = -1.2, std: float = 1.2) -> None:
+        if not std > 0:
+            raise ValueError(f"std = {std!r} must be > 0")
+        self.diffusion, self.mean, self.std = diffusion, float(mean), float(std)
+        self.log_sigma_min = math.log(float(diffusion.sigma_ve_at(1.0)))
+        self.log_sigma_max = math.log(float(diffusion.sigma_ve_at(float(diffusion.T))))
+
+    def sample(self, batch: int, generator: torch.Generator, device: torch.device) -> tuple[Tensor, Tensor]:
+        """``(t: (B,) float64 in [1, T], weights: (B,) float32)``."""
+        z = torch.randn(batch, generator=generator, device=device, dtype=torch.float32)
+        log_sigma = (self.mean + self.std * z.double().cpu()).clamp(self.log_sigma_min, self.log_sigma_max)
+        t = self.diffusion.t_from_sigma_ve(torch.exp(log_sigma)).clamp(1.0, float(self.diffusion.T))
+        return t.to(device), torch.ones(batch, device=device)
+
+    def update(self, t: Tensor, losses: Tensor) -> None:
+        """Nothing to learn."""
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        if state:
+            raise ValueError(f"LogNormalTimestepSampler has no state, got keys {sorted(state)}")
+
+
+def continuous_simple_loss(diffusion: GaussianDiffusion, model: nn.Module, x0: Tensor, noise: Tensor, t: Tensor,
+                           y: Tensor | None) -> Tensor:
+    """Per-example L_simple ``(B,)`` at float times ``t: (B,)`` in (0, T]: x_t from alpha_bar(t) of the
+    continuous-time process (:meth:`GaussianDiffusion.alpha_bar_at`), the network called at the unrounded t."""
+    ab = append_dims(diffusion.alpha_bar_at(t.detach().double().cpu()).to(x0.device), x0.ndim)
+    x_t = (ab.sqrt() * x0 + (1.0 - ab).sqrt() * noise).to(x0.dtype)
+    out = model(x_t, t.to(torch.float32), y)
+    if out.shape != x_t.shape:
+        raise ValueError(f"model output has shape {tuple(out.shape)}, expected x_t's {tuple(x_t.shape)}")
+    target = param.target(diffusion.prediction, x0, noise, ab).to(out.dtype)
+    return mean_flat((target - out) ** 2)
+
+
 class LossAwareTimestepSampler:
     """Importance sampling of t by the running second moment of the loss (Nichol & Dhariwal 2021, Sec. 3.3).
 
@@ -218,6 +268,8 @@ class DiffusionObjective(Objective):
         importance_sampling: bool = False,
         decoder: DecoderKind | str = DecoderKind.DISCRETIZED,
         min_snr_gamma: float = 5.0,
+        t_sampling: TimeSampling | str = TimeSampling.UNIFORM,
+        lognormal: tuple[float, float] = (-1.2, 1.2),
     ) -> None:
         self.diffusion = diffusion
         self.loss_kind = parse_loss(loss)
@@ -226,15 +278,24 @@ class DiffusionObjective(Objective):
         self.min_snr_gamma = float(min_snr_gamma)
         self.decoder = parse_decoder(decoder)
         self.importance_sampling = bool(importance_sampling)
-        self.timestep_sampler: UniformTimestepSampler | LossAwareTimestepSampler = (
-            LossAwareTimestepSampler(diffusion.T) if importance_sampling else UniformTimestepSampler(diffusion.T)
-        )
+        self.t_sampling = coerce(t_sampling, TimeSampling, "t_sampling")
+        if self.t_sampling is TimeSampling.LOGNORMAL and (self.loss_kind is not LossKind.SIMPLE or importance_sampling):
+            raise ValueError("t_sampling = 'lognormal' needs loss = 'simple' without importance sampling, got "
+                             f"loss = {self.loss_kind.value!r}, importance_sampling = {bool(importance_sampling)}")
+        self.timestep_sampler: UniformTimestepSampler | LossAwareTimestepSampler | LogNormalTimestepSampler
+        if self.t_sampling is TimeSampling.LOGNORMAL:
+            self.timestep_sampler = LogNormalTimestepSampler(diffusion, *lognormal)
+        elif importance_sampling:
+            self.timestep_sampler = LossAwareTimestepSampler(diffusion.T)
+        else:
+            self.timestep_sampler = UniformTimestepSampler(diffusion.T)
 
     @classmethod
     def from_config(
         cls, cfg: DiffusionConfig, decoder: DecoderKind | str = DecoderKind.DISCRETIZED
     ) -> DiffusionObjective:
-        return cls(build_diffusion(cfg), cfg.loss, cfg.importance_sampling, decoder, cfg.min_snr_gamma)
+        return cls(build_diffusion(cfg), cfg.loss, cfg.importance_sampling, decoder, cfg.min_snr_gamma,
+                   cfg.t_sampling, (cfg.lognormal_mean, cfg.lognormal_std))
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor | None, generator: torch.Generator) -> LossOutput:
         """x: (B, C, H, W) float in [-1, 1] (or (B, D) toy data); y: (B,) long labels or None."""
@@ -243,7 +304,10 @@ class DiffusionObjective(Objective):
         t, weights = self.timestep_sampler.sample(B, generator, x.device)
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         metrics: dict[str, float] = {}
-        if self.loss_kind in (LossKind.SIMPLE, LossKind.MIN_SNR):
+        if t.is_floating_point():  # continuous t (lognormal)
+            per_example = continuous_simple_loss(d, model, x, noise, t, y)
+            metrics["mse"] = float(per_example.detach().mean())
+        elif self.loss_kind in (LossKind.SIMPLE, LossKind.MIN_SNR):
             x_t = d.q_sample(x, t, noise)
             out = d.model_forward(model, x_t, t, y)
             per_example = simple_loss(d, out, x, noise, t)
