@@ -190,7 +190,14 @@ FAMILY_PRESETS = (
 
 
 def _run_finished(run_dir: Path, minutes: float) -> bool:
-    """A run folder whose last checkpoint was written after ``minutes`` of training (metrics.jsonl)."""
+    """A run folder whose last checkpoint was written after ``minutes`` of training: the trainer state's share of
+    the minutes budget is 1 (else, for older folders, the last metrics.jsonl time is >= 98 % of the budget)."""
+    try:
+        state = json.loads((run_dir / "trainer_state.json").read_text())["state"]
+        if (run_dir / "checkpoint.json").exists() and float(state.get("time_progress", 0.0)) >= 0.999:
+            return True
+    except (OSError, KeyError, TypeError, ValueError):
+        pass
     try:
         last = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()][-1]
     except (OSError, IndexError, json.JSONDecodeError):
