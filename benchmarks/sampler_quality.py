@@ -30,6 +30,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import tempfile
 import time
@@ -86,6 +87,25 @@ def two_best(cells: list[dict], names: list[str]) -> list[str]:
         if len(chosen) < 2 and all(fids[name] != fids[c] for c in chosen):
             chosen.append(name)
     return chosen
+
+
+_CELL_LINE = re.compile(r"^(\w+)\s+NFE\s+(\d+) \(steps\s+(\d+)\): FID\s+([\d.]+)\s+P ([\d.]+)\s+R ([\d.]+)\s+([\d.]+) s/img")
+
+
+def cells_from_log(text: str, samplers_: list[str], source: str) -> list[dict]:
+    """The cells of an earlier run's log (this script's per-cell lines) for the samplers in ``samplers_`` (those
+    whose sampler and grid have not changed since), marked ``"reused": source``; FID/precision/recall are the
+    logged (rounded) values, seconds per image those of that run's host. Budget = NFE (heun is never reused)."""
+    cells, seen = [], set()
+    for line in text.splitlines():
+        m = _CELL_LINE.match(line.strip())
+        if not m or m.group(1) not in samplers_ or (m.group(1), int(m.group(2))) in seen:
+            continue
+        seen.add((m.group(1), int(m.group(2))))
+        cells.append({"sampler": m.group(1), "nfe_budget": int(m.group(2)), "steps": int(m.group(3)),
+                      "nfe": int(m.group(2)), "seconds_per_image": float(m.group(7)), "fid": float(m.group(4)),
+                      "precision": float(m.group(5)), "recall": float(m.group(6)), "reused": source})
+    return cells
 
 
 def _ints(text: str) -> list[int]:
@@ -160,9 +180,13 @@ def markdown(report: dict) -> str:
         for k in nfes:
             c = next((c for c in cells if c["sampler"] == name and c["nfe_budget"] == k), None)
             row.append("" if c is None else f"{c['fid']:.2f} ({c['precision']:.2f}/{c['recall']:.2f}, "
-                                             f"{c['seconds_per_image']:.3f} s)")
+                                             f"{c['seconds_per_image']:.3f} s){'*' if c.get('reused') else ''}")
         lines.append(f"| {name} | " + " | ".join(row) + " |")
     lines += ["", "Cells: FID (precision/recall, seconds per image). " + report["targets"]["text"]]
+    reused = sorted({c["reused"] for c in cells if c.get("reused")})
+    if reused:
+        lines += ["", f"\\* reused from {', '.join(reused)} (same run, n, seeds and sampler; its seconds per image "
+                      "were measured on that run's host)."]
     if report.get("nll"):
         r = report["nll"]
         lines += ["", f"NLL on {r['n']} test images: probability-flow ODE {r['ode_bpd']:.3f} ± "
@@ -230,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--elbo-t-samples", type=int, default=0, help="0: exact sum over t; k: k draws of t per image")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     ap.add_argument("--results-dir", default=str(RESULTS))
+    ap.add_argument("--reuse-log", default="", help="an earlier run's log of this script: keep its cells of ...")
+    ap.add_argument("--reuse-samplers", default="", help="... these samplers (unchanged since), comma-separated")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     names = [s for s in args.samplers.split(",") if s]
@@ -245,8 +271,17 @@ def main(argv: list[str] | None = None) -> int:
     reference = load_reference(dataset, "train", data_dir=data_dir, limit=args.reference_limit)
 
     cells: list[dict] = []
+    if args.reuse_log:
+        keep = [x for x in args.reuse_samplers.split(",") if x]
+        if "heun" in keep:
+            raise SystemExit("--reuse-samplers: heun's budget is not its NFE in the log; rerun it")
+        cells = [c for c in cells_from_log(Path(args.reuse_log).read_text(), keep, args.reuse_log)
+                 if c["sampler"] in names]
+        logger.info("reusing %d cells of %s (%s)", len(cells), args.reuse_log, ", ".join(keep))
 
     def cell(name: str, nfe: int) -> None:
+        if any(c["sampler"] == name and c["nfe_budget"] == nfe for c in cells):
+            return
         images, info = sample_cell(run, diffusion, name, nfe, args.n, args.batch, args.seed)
         result = evaluate_samples(images, dataset, {"fid", "pr"}, reference=reference, progress=False)
         c = {"sampler": name, "nfe_budget": nfe, **info, "fid": float(result.fid.fid),
