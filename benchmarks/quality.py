@@ -293,6 +293,7 @@ def cached_family_row(fp: FamilyPreset, run_dir: Path, dataset: str, data_dir: s
     """:func:`family_row`, kept in ``run_dir/families_rows/<row>.{json,safetensors}`` and reused while the run's
     checkpoint, the row's settings and the evaluation sizes are the same (a rerun of the table re-scores only
     what changed)."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file, save_file
 
     from elbolab.io import atomic_write_bytes
@@ -308,7 +309,7 @@ def cached_family_row(fp: FamilyPreset, run_dir: Path, dataset: str, data_dir: s
         if saved["key"] == json.loads(json.dumps(key)):
             logger.info("%s: reusing the scored row %s", fp.name, meta)
             return QualityRow(**saved["row"]), load_file(grid)["images"], saved["extra"]
-    except (OSError, KeyError, ValueError, TypeError):
+    except (OSError, KeyError, ValueError, TypeError, SafetensorError):  # absent or unreadable: score again
         pass
     row, images, extra = family_row(fp, run_dir, dataset, data_dir, settings, bpd_n, iwae_n, seed)
     cache.mkdir(exist_ok=True)

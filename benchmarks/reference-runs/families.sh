@@ -1,7 +1,9 @@
 #!/bin/bash
 # Session 7 (2026-12-02, Intel Xeon with AMX, 2 cores): the rest of the families table (issue 17) and the
 # sampler benchmark rerun (issue 15), two chains of one thread each, started while `quality.py --all-presets
-# --families gan,vae,hvae,pixelcnn` (families_part1.log) trained its four runs. Run from anywhere.
+# --families gan,vae,hvae,pixelcnn` (families_part1.log) trained its four runs. Run from anywhere. Stopped at
+# 14:41 after its NCSN step started and replaced by families2.sh (the sampler benchmark needed ~110 min on one
+# thread); kept as the record of how the first half ran.
 set -u
 cd "$(dirname "$0")/../.."
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 ELBOLAB_DATA=../shared/data

@@ -117,7 +117,21 @@ def simple_loss(diffusion: GaussianDiffusion, model_out: Tensor, x0: Tensor, noi
     return mean_flat((target - model_out) ** 2)
 
 
-class UniformTimestepSampler:
+class _StatelessSampler:
+    """A timestep sampler that learns nothing and checkpoints nothing."""
+
+    def update(self, t: Tensor, losses: Tensor) -> None:
+        """Nothing to learn."""
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        if state:
+            raise ValueError(f"{type(self).__name__} has no state, got keys {sorted(state)}")
+
+
+class UniformTimestepSampler(_StatelessSampler):
     """t ~ U{1..T} with unit weights (Algorithm 1, line 3). Stateless."""
 
     def __init__(self, T: int) -> None:
@@ -128,18 +142,8 @@ class UniformTimestepSampler:
         t = torch.randint(1, self.T + 1, (batch,), generator=generator, device=device)
         return t, torch.ones(batch, device=device)
 
-    def update(self, t: Tensor, losses: Tensor) -> None:
-        """Nothing to learn."""
 
-    def state_dict(self) -> dict[str, Tensor]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        if state:
-            raise ValueError(f"UniformTimestepSampler has no state, got keys {sorted(state)}")
-
-
-class LogNormalTimestepSampler:
+class LogNormalTimestepSampler(_StatelessSampler):
     """ln sigma_VE ~ N(``mean``, ``std``^2) (Karras et al. 2022), clamped to the process's [sigma_VE(1),
     sigma_VE(T)] and read as float t = t(sigma) in [1, T]. Unit weights, stateless. The time inversion runs on the
     CPU in float64 (one small transfer per step on a GPU)."""
@@ -157,16 +161,6 @@ class LogNormalTimestepSampler:
         log_sigma = (self.mean + self.std * z.double().cpu()).clamp(self.log_sigma_min, self.log_sigma_max)
         t = self.diffusion.t_from_sigma_ve(torch.exp(log_sigma)).clamp(1.0, float(self.diffusion.T))
         return t.to(device), torch.ones(batch, device=device)
-
-    def update(self, t: Tensor, losses: Tensor) -> None:
-        """Nothing to learn."""
-
-    def state_dict(self) -> dict[str, Tensor]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        if state:
-            raise ValueError(f"LogNormalTimestepSampler has no state, got keys {sorted(state)}")
 
 
 def continuous_simple_loss(diffusion: GaussianDiffusion, model: nn.Module, x0: Tensor, noise: Tensor, t: Tensor,
