@@ -157,6 +157,36 @@ def test_bf16_autocast_close_to_fp32():
     assert err.max() < 0.1 * ref.abs().max() and err.mean() < 0.02 * ref.abs().mean() + 1e-3
 
 
+def test_level_res_blocks_sets_the_depth_of_each_level():
+    """``level_res_blocks = (1, 1, 3)``: 1 + 1 + 3 ResBlocks down and 2 + 2 + 4 up (one more per level), the
+    output shape unchanged, and ``(2, 2, 2)`` builds the same network as ``num_res_blocks = 2``."""
+    def blocks_at(model, res):
+        seen = []
+        hooks = [b.register_forward_hook(lambda mod, inp, out: seen.append(out.shape[-1]))
+                 for b in list(model.down) + list(model.up) if type(b).__name__ == "ResAttnBlock"]
+        model(*_inputs(model.cfg, b=1))
+        for h in hooks:
+            h.remove()
+        return sum(1 for s in seen if s == res)
+
+    lean = build_unet(_cfg("mnist", level_res_blocks=(1, 1, 3)))
+    assert [blocks_at(lean, r) for r in (28, 14, 7)] == [1 + 2, 1 + 2, 3 + 4]
+    x, t = _inputs(lean.cfg)
+    assert lean(x, t).shape == x.shape
+    torch.manual_seed(0)
+    a = build_unet(_cfg("mnist", level_res_blocks=()))
+    torch.manual_seed(0)
+    b = build_unet(_cfg("mnist", level_res_blocks=(2, 2, 2)))
+    assert torch.equal(a(x, t), b(x, t))
+
+
+def test_the_demo_preset_uses_the_benchmarked_mnist_unet():
+    """benchmarks/train_speed.py measures unet_preset("mnist"): it must be the demo's network."""
+    from elbolab.config import preset
+
+    assert preset("ddpm-mnist").model.unet == unet_preset("mnist")
+
+
 def test_mnist_preset_matches_diffusers_parameter_count():
     """The benchmark compares against diffusers' UNet2DModel(32, 64, 64) at the same size (+-10%)."""
     diffusers = pytest.importorskip("diffusers")
@@ -174,6 +204,8 @@ def test_mnist_preset_matches_diffusers_parameter_count():
     (dict(attention_resolutions=(5,)), "contains 5"),
     (dict(groups=5), "groups = 5"),
     (dict(head_dim=24), "head_dim = 24"),
+    (dict(level_res_blocks=(1, 2)), r"level_res_blocks = \[1, 2\]: need one positive integer per level"),
+    (dict(level_res_blocks=(1, 0, 2)), r"level_res_blocks = \[1, 0, 2\]"),
 ])
 def test_bad_config_is_a_clear_value_error(kw, needle):
     with pytest.raises(ValueError, match=needle):

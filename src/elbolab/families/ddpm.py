@@ -205,6 +205,7 @@ class DDPMFamily(ModelFamily):
     default_sampler = "ddim"
     bpd_method = BPDMethod.DISCRETIZED_GAUSSIAN.value
     tiny_overrides = ("unet.base_channels=4", "unet.channel_mults=[1,2]", "unet.num_res_blocks=1",
+                      "unet.level_res_blocks=[]",
                       "unet.attention_resolutions=[]", "unet.head_dim=4", "unet.groups=4", "diffusion.T=20",
                       "sample.ddim.steps=3", "sample.ancestral.steps=3", "sample.langevin.steps=3",
                       "sample.pc.steps=3", "sample.euler.steps=3", "sample.heun.steps=2",

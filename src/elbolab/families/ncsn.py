@@ -65,6 +65,7 @@ class NCSNFamily(ModelFamily):
     }
     default_sampler = "annealed_langevin"
     tiny_overrides = ("unet.base_channels=4", "unet.channel_mults=[1,2]", "unet.num_res_blocks=1",
+                      "unet.level_res_blocks=[]",
                       "unet.attention_resolutions=[]", "unet.head_dim=4", "unet.groups=4", "score.num_levels=4",
                       "score.sigma_1=20.0", "score.sigma_L=0.1", "score.steps_per_level=1",
                       "sample.ddim.steps=3", "sample.euler.steps=3", "sample.heun.steps=2",

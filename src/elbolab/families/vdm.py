@@ -178,6 +178,7 @@ class VDMFamily(ModelFamily):
     # dequantisation); BPDMethod has no value of its own for it yet
     bpd_method = BPDMethod.VDM_SOFTMAX.value
     tiny_overrides = ("unet.base_channels=4", "unet.channel_mults=[1,2]", "unet.num_res_blocks=1",
+                      "unet.level_res_blocks=[]",
                       "unet.attention_resolutions=[]", "unet.head_dim=4", "unet.groups=4", "vdm.hidden=8",
                       "sample.ancestral.steps=3", "sample.flow-euler.steps=3", "sample.flow-heun.steps=2",
                       "sample.ddim.steps=3", "sample.euler.steps=3", "sample.heun.steps=2",

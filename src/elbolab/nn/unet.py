@@ -7,7 +7,7 @@ Layout (Ho et al. 2020, App. B; Nichol & Dhariwal 2021), for ``channel_mults = (
     level 1 @14: 2 x ResBlock(64)   + Downsample -> 7
     level 2 @7 : 2 x ResBlock(64) [+ attention at resolutions in ``attention_resolutions``]
     middle  @7 : ResBlock, SelfAttention (``mid_attention``), ResBlock
-    up levels in reverse, ``num_res_blocks + 1`` ResBlocks each on [h, skip] concatenated, Upsample between
+    up levels in reverse, ``num_res_blocks + 1`` (or ``level_res_blocks[i] + 1``) ResBlocks each on [h, skip] concatenated, Upsample between
     GN, SiLU, conv_out                          -> (B, out_channels, 28, 28)
 
 Image sizes: each level except the last halves H and W, so ``image_size`` must be divisible by
@@ -73,6 +73,11 @@ def _validate(cfg: UNetConfig) -> None:
             f"(one halving per level after the first of channel_mults = {list(cfg.channel_mults)})"
         )
     resolutions = [cfg.image_size // 2**i for i in range(n_down + 1)]
+    if cfg.level_res_blocks and (len(cfg.level_res_blocks) != len(cfg.channel_mults)
+                                 or any(int(n) <= 0 for n in cfg.level_res_blocks)):
+        raise ValueError(f"unet.level_res_blocks = {list(cfg.level_res_blocks)}: need one positive integer per "
+                         f"level (channel_mults = {list(cfg.channel_mults)}), or [] for num_res_blocks = "
+                         f"{cfg.num_res_blocks} at every level")
     for r in cfg.attention_resolutions:
         if r not in resolutions:
             raise ValueError(
@@ -143,8 +148,9 @@ class UNet(nn.Module):
         self.down = nn.ModuleList()
         skip_chans = [base]
         ch, res = base, cfg.image_size
+        blocks = cfg.blocks_per_level()
         for level, c_out in enumerate(chans):
-            for _ in range(cfg.num_res_blocks):
+            for _ in range(blocks[level]):
                 self.down.append(res_attn(ch, c_out, res))
                 ch = c_out
                 skip_chans.append(ch)
@@ -162,7 +168,7 @@ class UNet(nn.Module):
         # ---- decoder
         self.up = nn.ModuleList()
         for level, c_out in reversed(list(enumerate(chans))):
-            for _ in range(cfg.num_res_blocks + 1):
+            for _ in range(blocks[level] + 1):
                 self.up.append(res_attn(ch + skip_chans.pop(), c_out, res))
                 ch = c_out
             if level > 0:
