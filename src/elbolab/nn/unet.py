@@ -7,7 +7,8 @@ Layout (Ho et al. 2020, App. B; Nichol & Dhariwal 2021), for ``channel_mults = (
     level 1 @14: 2 x ResBlock(64)   + Downsample -> 7
     level 2 @7 : 2 x ResBlock(64) [+ attention at resolutions in ``attention_resolutions``]
     middle  @7 : ResBlock, SelfAttention (``mid_attention``), ResBlock
-    up levels in reverse, ``num_res_blocks + 1`` (or ``level_res_blocks[i] + 1``) ResBlocks each on [h, skip] concatenated, Upsample between
+    up levels in reverse, ``num_res_blocks + 1`` (or ``level_res_blocks[i] + 1``) ResBlocks each on [h, skip]
+    concatenated, Upsample between
     GN, SiLU, conv_out                          -> (B, out_channels, 28, 28)
 
 Image sizes: each level except the last halves H and W, so ``image_size`` must be divisible by
