@@ -20,6 +20,7 @@ def test_demo_end_to_end_tiny_budget(tmp_path):
     for key in ("reconstruction", "prior", "denoising", "total"):
         assert math.isfinite(data["elbo_bpd"][key])
     e = data["elbo_bpd"]
+    assert e["class_prior"] == 0.0  # an unconditional model
     assert e["total"] == pytest.approx(e["reconstruction"] + e["prior"] + e["denoising"], rel=1e-6)
     assert 0.0 <= data["confident_fraction"] <= 1.0 and data["confidence_n"] == 8
     text = report.to_text()
@@ -28,3 +29,16 @@ def test_demo_end_to_end_tiny_budget(tmp_path):
     # a second demo moves the first aside instead of failing or deleting it
     run_demo(out, minutes=0.01, confidence_samples=4, elbo_images=2, progress=False, per_t_images=0, overrides=small)
     assert (tmp_path / "demo.prev" / "demo.json").exists()
+
+
+@pytest.mark.slow
+def test_demo_of_a_class_conditional_model(tmp_path):
+    """A conditional demo bounds -log p(x) with the uniform class prior on top of -log p(x | y), and says how it
+    sampled (labels cycling, the guidance weight of sample.guidance)."""
+    small = ["sample.ddim.steps=4", "sample.n=4", "unet.num_classes=10", "sample.guidance=0.5"]
+    report = run_demo(tmp_path / "c", minutes=0.02, confidence_samples=20, elbo_images=4, progress=False,
+                      per_t_images=0, overrides=small)
+    e = json.loads((tmp_path / "c" / "demo.json").read_text())["elbo_bpd"]
+    assert e["class_prior"] == pytest.approx(math.log2(10) / 784)
+    assert e["total"] == pytest.approx(e["reconstruction"] + e["prior"] + e["denoising"] + e["class_prior"], rel=1e-6)
+    assert "labels cycling 0..9, guidance w = 0.5" in report.to_text() and "class prior" in report.to_text()

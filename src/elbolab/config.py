@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import os
 import sys
 import types
@@ -148,24 +149,33 @@ class SampleConfig:
     ``sampler``: a name from the family's sampler table ("" = the family's default); ``options``: sampler name ->
     that sampler's options dataclass, written as ``[sample.<sampler>]`` tables (e.g. ``[sample.ddim]`` with
     ``steps`` and ``eta``); after loading it holds every sampler of the family (defaults filled in).
+    ``guidance``: the classifier-free guidance weight w of a class-conditional run when a request names neither a
+    label nor a weight (Ho & Salimans 2022, eq. 6): -1 = the null class (unconditional, the default), 0 = the
+    conditional model with labels cycling through the classes, w > 0 = guided; only families with
+    ``supports_guidance`` accept a value other than -1.
     """
 
     sampler: str = ""
     n: int = 64
     precision: Precision = Precision.FP32  # bf16: network forwards under autocast (2x faster on CPU, nn.precision)
+    guidance: float = -1.0
     options: dict[str, Any] = field(default_factory=dict)
 
     def validate(self, prefix: str) -> None:
         check_range(self, prefix, positive=("n",))
+        if not math.isfinite(self.guidance):
+            raise ConfigError(f"{prefix}.guidance = {self.guidance!r} must be a finite number (-1: unconditional, "
+                              "0: conditional, > 0: guided)")
 
     def to_config_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"sampler": self.sampler, "n": self.n, "precision": self.precision.value}
+        out: dict[str, Any] = {"sampler": self.sampler, "n": self.n, "precision": self.precision.value,
+                               "guidance": self.guidance}
         for name, opts in self.options.items():
             out[name] = to_dict(opts)
         return out
 
 
-_SAMPLE_KEYS = ("sampler", "n", "precision")
+_SAMPLE_KEYS = ("sampler", "n", "precision", "guidance")
 
 
 @dataclass
@@ -252,6 +262,9 @@ def complete_sample_config(cfg: SampleConfig, fam: Any) -> SampleConfig:
     if unknown:
         raise ConfigError(f"sample options for {', '.join(unknown)}: not samplers of family {fam.name!r}; "
                           f"samplers: {', '.join(fam.samplers) or 'none'}")
+    if cfg.guidance != -1.0 and not getattr(fam, "supports_guidance", False):
+        raise ConfigError(f"sample.guidance = {cfg.guidance!r}: family {fam.name!r} has no classifier-free guidance "
+                          "(leave it at -1)")
     options = {name: cfg.options.get(name) or spec.options() for name, spec in fam.samplers.items()}
     return dataclasses.replace(cfg, sampler=sampler, options=options)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -39,6 +40,7 @@ class DemoReport:
     fidelity: dict[str, float]
     total_seconds: float
     sampler: str = ""
+    conditioning: str = ""  # "" = unconditional; else how the class-conditional model was sampled
     report: Path | None = None  # RUN/report.html (elbolab.report.build_report)
     report_bytes: int = 0
 
@@ -46,7 +48,8 @@ class DemoReport:
         e = self.elbo
         lines = [
             f"demo run: {self.out_dir}/ ({self.train.summary()})",
-            f"samples : {self.grid} (8x8, {self.sampler}, {self.sample_seconds_per_image:.3f} s/img)",
+            f"samples : {self.grid} (8x8, {self.sampler}{', ' + self.conditioning if self.conditioning else ''}, "
+            f"{self.sample_seconds_per_image:.3f} s/img)",
             f"quality : {100 * self.confident_fraction:.1f}% of {self.confidence_n} samples labelled with "
             "confidence >= 0.9 by the shipped MNIST classifier (real test images: ~98%)",
             f"          FID {self.fidelity['fid']:.1f}, precision {self.fidelity['precision']:.3f}, recall "
@@ -57,6 +60,8 @@ class DemoReport:
             f"  reconstruction  -log p(x0|x1)        {e['reconstruction']:.4f} +- {e['reconstruction_stderr']:.4f}",
             f"  prior matching  KL(q(xT|x0)||p(xT))  {e['prior']:.6f}",
             f"  denoising       sum_t KL terms       {e['denoising']:.4f} +- {e['denoising_stderr']:.4f}",
+            *([f"  class prior     -log p(y), uniform   {e['class_prior']:.4f} (the model is conditioned on the "
+               "label; the total bounds -log p(x))"] if e.get("class_prior") else []),
             f"  total (negative ELBO)                {e['total']:.4f} +- {e['total_stderr']:.4f}",
             f"total wall time {self.total_seconds / 60:.1f} min; metrics in {self.out_dir / 'demo.json'}",
         ]
@@ -66,7 +71,7 @@ class DemoReport:
         return "\n".join(lines)
 
 
-def _demo_fidelity(run: Run, samples: torch.Tensor, seed: int) -> dict[str, float]:
+def demo_fidelity(run: Run, samples: torch.Tensor, seed: int) -> dict[str, float]:
     """FID and precision/recall of ``samples: (N, 1, 28, 28)`` against the run's training images, next to the
     same figures for N real held-out images (the floor at this N: FID is biased upwards at small N). The
     classifier-confidence figure alone can be high for smooth blobs; these two catch that."""
@@ -102,6 +107,7 @@ def run_demo(out_dir: str | os.PathLike[str] = "runs/demo", *, minutes: float | 
     from elbolab.diffusion import elbo_terms
     from elbolab.evaluate import save_samples_npz
     from elbolab.evaluate.pipeline import classifier_confidence
+    from elbolab.families.ddpm import guidance_weight
     from elbolab.viz.grid import save_image_grid
 
     t_start = time.perf_counter()
@@ -128,24 +134,36 @@ def run_demo(out_dir: str | os.PathLike[str] = "runs/demo", *, minutes: float | 
     save_image_grid(batch.images[:64], grid, nrow=8)
     save_samples_npz(out_dir / "samples" / "demo_samples.npz", batch.images, meta={"method": batch.method})
     confidence = classifier_confidence(batch.images, "mnist")
-    fidelity = _demo_fidelity(run, batch.images, seed)
+    fidelity = demo_fidelity(run, batch.images, seed)
 
     held_out = load_dataset(dataclasses.replace(run.config.data, split="test", limit=elbo_images))
-    x0, _ = held_out.batch(torch.arange(len(held_out)))
-    terms = elbo_terms(run.family.diffusion(run.config), run.model, x0,
+    x0, y = held_out.batch(torch.arange(len(held_out)))
+    num_classes = run.family.num_classes(run.config)
+    terms = elbo_terms(run.family.diffusion(run.config), run.model, x0, y=y if num_classes else None,
                        generator=torch.Generator().manual_seed(seed), t_samples=16, progress=progress)
     elbo = {k: float(getattr(terms, k)) for k in ("reconstruction", "prior", "denoising", "total",
                                                   "reconstruction_stderr", "denoising_stderr", "total_stderr")}
+    # a class-conditional model bounds -log p(x | y); with the uniform class prior p(y) = 1/K of its sampling,
+    # -log p(x) <= -log p(y) - log p(x | y), so log2(K) / D on top keeps `total` a bound on -log p(x)
+    elbo["class_prior"] = math.log2(num_classes) / x0[0].numel() if num_classes else 0.0
+    elbo["total"] += elbo["class_prior"]
+    conditioning = ""
+    if num_classes:
+        w = guidance_weight(run.config, request)
+        conditioning = ("class-conditional model sampled from its null class (unconditional)" if w is None else
+                        f"class-conditional, labels cycling 0..{num_classes - 1}, guidance w = {w:g}")
     report = DemoReport(out_dir=out_dir, train=trained, grid=grid, elbo=elbo, elbo_images=len(held_out),
                         confident_fraction=confidence.fraction, confidence_n=confidence.n,
                         sample_seconds_per_image=sample_seconds / confidence.n, fidelity=fidelity,
-                        total_seconds=time.perf_counter() - t_start, sampler=batch.method)
+                        total_seconds=time.perf_counter() - t_start, sampler=batch.method,
+                        conditioning=conditioning)
     atomic_write_text(out_dir / "demo.json", json.dumps({
         "train": {"step": trained.step, "minutes": trained.wall_seconds / 60, "img_per_s": trained.images_per_second,
                   "final_loss": trained.final_loss}, "elbo_bpd": elbo, "elbo_images": len(held_out),
         "confident_fraction": confidence.fraction, "confidence_n": confidence.n,
         "confidence_class_counts": confidence.class_counts, "fidelity": fidelity,
         "sample_seconds_per_image": report.sample_seconds_per_image, "sampler": batch.method,
+        "conditioning": conditioning,
         "grid": str(grid), "total_minutes": report.total_seconds / 60}, indent=2) + "\n")
     html = _write_report(out_dir, per_t_images, seed)
     return dataclasses.replace(report, report=html.path, report_bytes=html.size_bytes,
@@ -168,4 +186,4 @@ def _write_report(out_dir: Path, per_t_images: int, seed: int):
 
 
 
-__all__ = ["DEMO_PRESET", "DemoReport", "run_demo"]
+__all__ = ["DEMO_PRESET", "DemoReport", "demo_fidelity", "run_demo"]

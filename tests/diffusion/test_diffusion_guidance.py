@@ -161,3 +161,55 @@ def test_guidance_moves_samples_toward_the_class(sampler):
     ref = MIX.sample_with_labels(4000, torch.Generator().manual_seed(3))
     assert float(energy_distance(samples[0.0], ref[0][ref[1] == 1])) < 0.01
     assert float(energy_distance(samples[-1.0], ref[0])) < 0.01
+
+
+# ------------------------------------------------------------------------------------------------
+# sample.guidance: the run's default weight when a request names neither a label nor a weight
+# ------------------------------------------------------------------------------------------------
+def test_run_default_guidance_resolution_and_errors():
+    from elbolab.config import ConfigError, apply_overrides, preset
+    from elbolab.families import SampleRequest
+    from elbolab.families.ddpm import check_guidance, guidance_weight
+
+    cfg = preset("ddpm-cfg-mnist")
+    assert cfg.sample.guidance == -1.0 and guidance_weight(cfg, SampleRequest()) is None  # the null class
+    cfg = apply_overrides(cfg, ["sample.guidance=0.5"])
+    assert guidance_weight(cfg, SampleRequest()) == 0.5
+    assert guidance_weight(cfg, SampleRequest(guidance=2.0)) == 2.0  # the request wins
+    assert guidance_weight(cfg, SampleRequest(label=3)) is None  # conditional on the label, as without a default
+    assert guidance_weight(cfg, SampleRequest(label=3, guidance=1.0)) == 1.0
+    check_guidance(cfg, 10)
+    with pytest.raises(ValueError, match=r"sample.guidance = 0.5 needs a class-conditional network"):
+        check_guidance(cfg, 0)
+    with pytest.raises(ConfigError, match=r"sample.guidance = 1.0: family 'gan' has no classifier-free guidance"):
+        apply_overrides(preset("gan-mnist"), ["sample.guidance=1"])
+    with pytest.raises(ConfigError, match=r"sample.guidance = inf must be a finite number"):
+        apply_overrides(preset("ddpm-mnist"), ["sample.guidance=inf"])
+
+
+def test_run_default_guidance_drives_sampling(tmp_path):
+    """A tiny class-conditional run: sample.guidance = 0 samples with labels cycling through the classes, exactly
+    as a request with guidance 0; -1 gives the null class (no labels); an unconditional run refuses w != -1."""
+    from elbolab.config import apply_overrides, preset
+    from elbolab.data import ImageDataset
+    from elbolab.families import SampleRequest, get_family
+
+    fam = get_family("ddpm")
+    cfg = apply_overrides(preset("ddpm-cfg-mnist"), list(fam.tiny_overrides) + ["unet.num_classes=3",
+                                                                             "unet.image_size=8"])
+    torch.manual_seed(0)
+    model = fam.build_model(cfg).eval()
+
+    def draw(c, request):
+        return fam.sample(c, model, 6, torch.Generator().manual_seed(0), request)
+
+    by_default = draw(apply_overrides(cfg, ["sample.guidance=0"]), SampleRequest())
+    by_request = draw(cfg, SampleRequest(guidance=0.0))
+    assert by_default.labels.tolist() == [0, 1, 2, 0, 1, 2]
+    torch.testing.assert_close(by_default.images, by_request.images, rtol=0, atol=0)
+    null = draw(cfg, SampleRequest())
+    assert null.labels is None and not torch.equal(null.images, by_default.images)
+    data = ImageDataset(torch.zeros(4, 1, 8, 8, dtype=torch.uint8))
+    unconditional = apply_overrides(cfg, ["unet.num_classes=0", "sample.guidance=1"])
+    with pytest.raises(ValueError, match="needs a class-conditional network"):
+        fam.adapt_to_data(unconditional, data.shape, data.num_classes)

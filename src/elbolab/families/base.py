@@ -115,6 +115,7 @@ class ModelFamily(abc.ABC):
     bpd_method: ClassVar[str | None] = None
     exact_likelihood: ClassVar[str | None] = None
     tiny_overrides: ClassVar[tuple[str, ...]] = ()
+    supports_guidance: ClassVar[bool] = False  # sample.guidance / SampleRequest.guidance (classifier-free guidance)
 
     # ---- required -------------------------------------------------------------------------------
     @abc.abstractmethod

@@ -188,11 +188,29 @@ def uses_diffusers(cfg: RunConfig) -> bool:
     return cfg.model.network is Network.DIFFUSERS
 
 
+def guidance_weight(cfg: RunConfig, request: SampleRequest) -> float | None:
+    """The guidance weight a sampling request gets: its own ``guidance``; else, when it names no ``label``, the
+    run's ``sample.guidance`` (-1, the default, = None: the null class, unconditional); else None (conditional
+    on the label)."""
+    if request.guidance is not None:
+        return request.guidance
+    if request.label is not None or cfg.sample.guidance == -1.0:
+        return None
+    return cfg.sample.guidance
+
+
+def check_guidance(cfg: RunConfig, num_classes: int) -> None:
+    """ValueError when ``sample.guidance`` asks for guidance from a network without classes."""
+    if cfg.sample.guidance != -1.0 and num_classes == 0:
+        raise ValueError(f"sample.guidance = {cfg.sample.guidance!r} needs a class-conditional network "
+                         "(unet.num_classes > 0, labelled data); this one is unconditional (leave it at -1)")
+
+
 def prepare_sampling(cfg: RunConfig, unet: UNetConfig, model: nn.Module, n: int, request: SampleRequest):
     """The model in the run's sampling precision with guidance applied, and the shape of ``n`` samples."""
     device = next(model.parameters()).device
     guided = guided_sampling(with_precision(model, cfg.sample.precision), unet.num_classes, n, label=request.label,
-                             w=request.guidance, device=device)
+                             w=guidance_weight(cfg, request), device=device)
     return guided, (n, unet.in_channels, unet.image_size, unet.image_size)
 
 
@@ -204,6 +222,7 @@ class DDPMFamily(ModelFamily):
     samplers = SAMPLERS
     default_sampler = "ddim"
     bpd_method = BPDMethod.DISCRETIZED_GAUSSIAN.value
+    supports_guidance = True
     tiny_overrides = ("unet.base_channels=4", "unet.channel_mults=[1,2]", "unet.num_res_blocks=1",
                       "unet.level_res_blocks=[]",
                       "unet.attention_resolutions=[]", "unet.head_dim=4", "unet.groups=4", "diffusion.T=20",
@@ -213,6 +232,7 @@ class DDPMFamily(ModelFamily):
 
     def adapt_to_data(self, cfg: RunConfig, image_shape: tuple[int, int, int], num_classes: int) -> RunConfig:
         m = cfg.model
+        check_guidance(cfg, 0 if uses_diffusers(cfg) else m.unet.num_classes)
         if uses_diffusers(cfg):
             c, h, w = image_shape
             if h != w:
@@ -251,7 +271,7 @@ class DDPMFamily(ModelFamily):
         if uses_diffusers(cfg):
             device = next(model.parameters()).device
             guided = guided_sampling(with_precision(model, cfg.sample.precision), 0, n, label=request.label,
-                                     w=request.guidance, device=device)
+                                     w=guidance_weight(cfg, request), device=device)
             shape = (n, *self.image_shape(cfg))
         else:
             guided, shape = prepare_sampling(cfg, cfg.model.unet, model, n, request)

@@ -16,7 +16,7 @@ from torch import nn
 from elbolab.config import RunConfig, check_range
 from elbolab.families import register
 from elbolab.families.base import ModelFamily, SampleBatch, SampleRequest, SamplerSpec, options_kwargs
-from elbolab.families.ddpm import conditional_objective, prepare_sampling, solver_specs, unet_for_data
+from elbolab.families.ddpm import check_guidance, conditional_objective, prepare_sampling, solver_specs, unet_for_data
 from elbolab.nn.config import UNetConfig
 from elbolab.nn.unet import build_unet
 from elbolab.objectives import Objective
@@ -64,6 +64,7 @@ class NCSNFamily(ModelFamily):
         **_SOLVERS,
     }
     default_sampler = "annealed_langevin"
+    supports_guidance = True
     tiny_overrides = ("unet.base_channels=4", "unet.channel_mults=[1,2]", "unet.num_res_blocks=1",
                       "unet.level_res_blocks=[]",
                       "unet.attention_resolutions=[]", "unet.head_dim=4", "unet.groups=4", "score.num_levels=4",
@@ -73,6 +74,7 @@ class NCSNFamily(ModelFamily):
 
     def adapt_to_data(self, cfg: RunConfig, image_shape: tuple[int, int, int], num_classes: int) -> RunConfig:
         """The U-Net input as for a DDPM, and the automatic (0) values of ``[model.score]`` resolved from the data."""
+        check_guidance(cfg, cfg.model.unet.num_classes)
         m = dataclasses.replace(cfg.model, unet=unet_for_data(cfg.model.unet, image_shape, num_classes))
         s = m.score
         if not (s.sigma_1 and s.num_levels and s.eps):
