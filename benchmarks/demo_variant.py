@@ -37,7 +37,7 @@ def rescore(folder: str, weights: list[float], n: int, seed: int) -> list[dict]:
     rows = []
     for w in weights:
         t0 = time.perf_counter()
-        batch = draw_samples(run, SampleRequest(n=n, seed=seed, guidance=w))
+        batch = draw_samples(run, SampleRequest(n=n, seed=seed, guidance=w, labels="prior"))
         seconds = time.perf_counter() - t0
         conf = classifier_confidence(batch.images, "mnist")
         fid = demo_fidelity(run, batch.images, seed)

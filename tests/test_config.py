@@ -42,7 +42,7 @@ def test_a_preset_holds_only_what_its_family_reads(name):
     family = get_family(data["family"])
     assert set(data) <= {"family", "data", "train", "sample", "model"}
     assert set(data["model"]) <= {f.name for f in dataclasses.fields(family.config_cls)}  # defaults may be left out
-    assert set(data["sample"]) - {"sampler", "n", "precision"} <= set(family.samplers)
+    assert set(data["sample"]) - set(C._SAMPLE_KEYS) <= set(family.samplers)  # the scalar keys, then samplers
 
 
 def test_overrides_are_typed_with_or_without_the_model_prefix():

@@ -19,9 +19,14 @@ def test_demo_end_to_end_tiny_budget(tmp_path):
     data = json.loads((out / "demo.json").read_text())
     for key in ("reconstruction", "prior", "denoising", "total"):
         assert math.isfinite(data["elbo_bpd"][key])
-    e = data["elbo_bpd"]
-    assert e["class_prior"] == 0.0  # an unconditional model
-    assert e["total"] == pytest.approx(e["reconstruction"] + e["prior"] + e["denoising"], rel=1e-6)
+    e = data["elbo_bpd"]  # the demo's model is class-conditional: the class prior's log2(10)/784 is in the bound
+    assert e["class_prior"] == pytest.approx(math.log2(10) / 784)
+    assert e["total"] == pytest.approx(e["reconstruction"] + e["prior"] + e["denoising"] + e["class_prior"], rel=1e-6)
+    assert "(the class prior), guidance w = 0" in data["conditioning"]
+    # the calibrated decoder's bound: the same terms with its L_0, and its sigmas fitted per bucket
+    assert e["total_calibrated"] == pytest.approx(e["total"] - e["reconstruction"] + e["reconstruction_calibrated"])
+    cal = data["decoder_calibration"]
+    assert len(cal["sigmas"]) == len(cal["edges"]) + 1 and cal["train_bpd"] <= cal["train_fixed_bpd"]
     assert 0.0 <= data["confident_fraction"] <= 1.0 and data["confidence_n"] == 8
     text = report.to_text()
     assert str(out) in text and "bits/dim" in text
@@ -32,13 +37,16 @@ def test_demo_end_to_end_tiny_budget(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_of_a_class_conditional_model(tmp_path):
-    """A conditional demo bounds -log p(x) with the uniform class prior on top of -log p(x | y), and says how it
-    sampled (labels cycling, the guidance weight of sample.guidance)."""
-    small = ["sample.ddim.steps=4", "sample.n=4", "unet.num_classes=10", "sample.guidance=0.5"]
+def test_demo_of_a_guided_and_of_an_unconditional_model(tmp_path):
+    """The demo says how it sampled (labels from the class prior, the guidance weight of sample.guidance); an
+    unconditional model (unet.num_classes = 0, guidance -1) has no class prior in its bound."""
+    small = ["sample.ddim.steps=4", "sample.n=4", "sample.guidance=0.5"]
     report = run_demo(tmp_path / "c", minutes=0.02, confidence_samples=20, elbo_images=4, progress=False,
                       per_t_images=0, overrides=small)
-    e = json.loads((tmp_path / "c" / "demo.json").read_text())["elbo_bpd"]
-    assert e["class_prior"] == pytest.approx(math.log2(10) / 784)
-    assert e["total"] == pytest.approx(e["reconstruction"] + e["prior"] + e["denoising"] + e["class_prior"], rel=1e-6)
-    assert "labels cycling 0..9, guidance w = 0.5" in report.to_text() and "class prior" in report.to_text()
+    assert "labels i.i.d. uniform over 0..9 (the class prior), guidance w = 0.5" in report.to_text()
+    run_demo(tmp_path / "u", minutes=0.02, confidence_samples=4, elbo_images=4, progress=False, per_t_images=0,
+             overrides=["sample.ddim.steps=4", "sample.n=4", "unet.num_classes=0", "sample.guidance=-1"])
+    data = json.loads((tmp_path / "u" / "demo.json").read_text())
+    e = data["elbo_bpd"]
+    assert e["class_prior"] == 0.0 and data["conditioning"] == ""
+    assert e["total"] == pytest.approx(e["reconstruction"] + e["prior"] + e["denoising"], rel=1e-6)

@@ -140,7 +140,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         print(sweep.to_text())
         return 0
     request = SampleRequest(n=args.n, sampler=args.sampler, options=_sampler_options(args), seed=args.seed,
-                            label=args.label, guidance=args.guidance)
+                            label=args.label, guidance=args.guidance, labels=args.labels)
     written = sample_run(run, request, Path(args.out))
     for path in written:
         print(f"wrote {path}")
@@ -344,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eta", type=float, default=None, help="DDIM eta in [0, 1] (= --option eta=...)")
     p.add_argument("--label", type=int, default=None, help="class label for conditional models")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance weight w")
+    p.add_argument("--labels", default="cycle", choices=["cycle", "prior"],
+                   help="labels of a conditional model's samples without --label: cycle 0..K-1 (a grid row per "
+                        "class) or prior (i.i.d. uniform draws: samples of p(x), what FID should score)")
     p.add_argument("--guidance-sweep", default=None, metavar="W,W,...",
                    help="one row of samples per guidance weight (e.g. -1,-0.2,0,1,2), with classifier accuracy, "
                         "FID and precision/recall of --n samples per w; writes --out and a .json table")
@@ -411,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(sub, "demo", "train ddpm-mnist on the embedded MNIST, sample an 8x8 DDIM grid, report the ELBO terms",
              "elbolab demo\nelbolab demo --minutes 3 --out runs/quick")
     p.add_argument("--out", default="runs/demo", help="run folder")
-    p.add_argument("--minutes", type=float, default=None, help="a training budget in wall minutes instead of the preset's fixed 1300 steps (then the result depends on the host's speed)")
+    p.add_argument("--minutes", type=float, default=None, help="a training budget in wall minutes instead of the preset's fixed train.steps (then the result depends on the host's speed)")
     _seed_arg(p)
     p.set_defaults(func=cmd_demo)
 

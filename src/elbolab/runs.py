@@ -249,8 +249,9 @@ def evaluate_run(run: Run, request: EvalRequest) -> EvalReport:
     from elbolab.evaluate import evaluate_folder, format_eval_table, parse_metrics
 
     metrics = parse_metrics(request.metrics)
+    # a conditional model's labels are drawn from its class prior: FID and precision/recall score samples of p(x)
     sample_request = SampleRequest(n=min(request.n, 256), sampler=request.sampler, options=request.options,
-                                   seed=request.seed)
+                                   seed=request.seed, labels="prior")
 
     def sample_fn(n: int, generator: torch.Generator) -> SampleBatch:
         return run.family.sample(run.config, run.model, n, generator, sample_request)

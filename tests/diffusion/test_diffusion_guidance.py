@@ -209,7 +209,32 @@ def test_run_default_guidance_drives_sampling(tmp_path):
     torch.testing.assert_close(by_default.images, by_request.images, rtol=0, atol=0)
     null = draw(cfg, SampleRequest())
     assert null.labels is None and not torch.equal(null.images, by_default.images)
+    # labels="prior": i.i.d. uniform class draws from the sampling generator (reproducible, not stratified)
+    prior = draw(cfg, SampleRequest(guidance=0.0, labels="prior"))
+    again = draw(cfg, SampleRequest(guidance=0.0, labels="prior"))
+    assert prior.labels.tolist() == again.labels.tolist()
+    torch.testing.assert_close(prior.images, again.images, rtol=0, atol=0)
+    assert prior.labels.tolist() != [0, 1, 2, 0, 1, 2] and set(prior.labels.tolist()) <= {0, 1, 2}
     data = ImageDataset(torch.zeros(4, 1, 8, 8, dtype=torch.uint8))
     unconditional = apply_overrides(cfg, ["unet.num_classes=0", "sample.guidance=1"])
     with pytest.raises(ValueError, match="needs a class-conditional network"):
         fam.adapt_to_data(unconditional, data.shape, data.num_classes)
+
+
+def test_prior_label_draws_are_uniform_and_checked():
+    """guided_sampling(labels="prior") draws i.i.d. uniform labels (chi-square against 1/K over 20000 draws, and
+    the per-class counts are not the exact balance of "cycle"); a bad choice or a missing generator is refused."""
+    from elbolab.families import SampleRequest
+
+    net = nn.Identity()
+    n, k = 20000, 10
+    g = guided_sampling(net, k, n, w=0.0, labels="prior", generator=torch.Generator().manual_seed(3))
+    counts = torch.bincount(g.labels, minlength=k).double()
+    chi2 = float(((counts - n / k) ** 2 / (n / k)).sum())
+    assert 0.5 < chi2 < 27.9  # chi-square, 9 dof: P(chi2 < 0.5) ~ 1e-6, P(chi2 > 27.9) ~ 0.001
+    cyc = guided_sampling(net, k, n, w=0.0, labels="cycle")
+    assert torch.bincount(cyc.labels, minlength=k).tolist() == [n // k] * k
+    with pytest.raises(ValueError, match=r"labels = 'random': choose one of cycle, prior"):
+        SampleRequest(labels="random")
+    with pytest.raises(ValueError, match="pass generator="):
+        guided_sampling(net, k, 4, w=0.0, labels="prior")

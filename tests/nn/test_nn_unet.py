@@ -181,10 +181,15 @@ def test_level_res_blocks_sets_the_depth_of_each_level():
 
 
 def test_the_demo_preset_uses_the_benchmarked_mnist_unet():
-    """benchmarks/train_speed.py measures unet_preset("mnist"): it must be the demo's network."""
+    """benchmarks/train_speed.py measures unet_preset("mnist"): it must be the demo's network (the demo adds a
+    10-class label embedding, a table lookup of ~1.4 k parameters)."""
+    import dataclasses
+
     from elbolab.config import preset
 
-    assert preset("ddpm-mnist").model.unet == unet_preset("mnist")
+    demo = preset("ddpm-mnist").model.unet
+    assert demo.num_classes == 10
+    assert dataclasses.replace(demo, num_classes=0) == unet_preset("mnist")
 
 
 def test_mnist_preset_matches_diffusers_parameter_count():

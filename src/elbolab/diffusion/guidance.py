@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -29,8 +30,24 @@ from elbolab.nn.unet import NULL_LABEL  # the label that selects the learned nul
 from elbolab.objectives import LossOutput, Objective
 from elbolab.nn.nfe import nfe_per_call
 
-__all__ = ["NULL_LABEL", "ClassifierFreeGuidance", "GuidedSampling", "LabelDropout", "drop_labels",
-           "guided_sampling"]
+__all__ = ["LABEL_DRAWS", "NULL_LABEL", "ClassifierFreeGuidance", "GuidedSampling", "LabelDraw", "LabelDropout",
+           "check_label_draw", "drop_labels", "guided_sampling"]
+
+# How the labels of class-conditional samples without a given label are chosen: "cycle" = 0, 1, ..., K-1, 0, ...
+# (balanced: one row per class in a grid, equal counts for per-class accuracy); "prior" = i.i.d. from the
+# uniform class prior p(y) = 1/K, i.e. ancestral samples of p(x) = sum_y p(y) p(x | y). Score FID/precision/recall
+# on "prior" draws: a cycled set is stratified by class and scores a lower FID than any i.i.d. sample can
+# (even real images), which no unconditional model can match.
+LabelDraw = Literal["cycle", "prior"]
+LABEL_DRAWS: tuple[str, ...] = get_args(LabelDraw)
+
+
+def check_label_draw(labels: str) -> str:
+    """``labels`` if it is one of :data:`LABEL_DRAWS`, else a ValueError naming the choices."""
+    if labels not in LABEL_DRAWS:
+        raise ValueError(f"labels = {labels!r}: choose one of {', '.join(LABEL_DRAWS)} (cycle = 0..K-1 in turn, "
+                         "prior = i.i.d. uniform class draws)")
+    return labels
 
 
 def _check_labels(y: Tensor | None, batch: int, who: str) -> Tensor:
@@ -135,12 +152,14 @@ class GuidedSampling:
 
 
 def guided_sampling(model: nn.Module, num_classes: int, n: int, *, label: int | None = None,
-                    w: float | None = None, device: torch.device | str = "cpu") -> GuidedSampling:
+                    w: float | None = None, device: torch.device | str = "cpu", labels: LabelDraw = "cycle",
+                    generator: torch.Generator | None = None) -> GuidedSampling:
     """Labels and model for sampling ``n`` examples from a network with ``num_classes`` classes (0 = none).
 
     - ``label`` given: every example gets it (0 <= label < num_classes);
     - ``w`` given (classifier-free guidance weight): the model is wrapped in :class:`ClassifierFreeGuidance`;
-      without ``label`` the examples cycle through the classes 0, 1, ..., K-1, 0, ... (balanced);
+      without ``label`` the examples' labels are drawn as ``labels`` says (:data:`LabelDraw`): ``"cycle"``
+      0, 1, ..., K-1, 0, ... (balanced) or ``"prior"`` i.i.d. uniform from ``generator`` (needed then);
     - neither: unconditional (``labels = None``: the null class of a conditional network).
     """
     if label is not None and not 0 <= label < num_classes:
@@ -152,6 +171,13 @@ def guided_sampling(model: nn.Module, num_classes: int, n: int, *, label: int | 
     if not num_classes:
         raise ValueError("classifier-free guidance needs a class-conditional run (unet.num_classes > 0, trained "
                          "with label dropout p_uncond > 0); this run is unconditional")
-    labels = (torch.full((n,), label, dtype=torch.long, device=device) if label is not None
-              else torch.arange(n, device=device) % num_classes)
-    return GuidedSampling(ClassifierFreeGuidance(model, w), labels)
+    check_label_draw(labels)
+    if label is not None:
+        y = torch.full((n,), label, dtype=torch.long, device=device)
+    elif labels == "prior":
+        if generator is None:
+            raise ValueError('labels = "prior" draws the labels from a torch.Generator: pass generator=')
+        y = torch.randint(num_classes, (n,), generator=generator, device=generator.device).to(device)
+    else:
+        y = torch.arange(n, device=device) % num_classes
+    return GuidedSampling(ClassifierFreeGuidance(model, w), y)

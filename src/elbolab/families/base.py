@@ -55,7 +55,9 @@ class SamplerSpec:
 class SampleRequest:
     """How to sample a trained run: ``sampler`` (None: the run's ``sample.sampler``) and ``options`` that
     override fields of that sampler's options (``{"steps": 20}``), a ``seed``, a class ``label`` and a
-    classifier-free ``guidance`` weight for conditional models; ``n`` samples drawn ``batch_size`` at a time."""
+    classifier-free ``guidance`` weight for conditional models, and how the labels of a conditional model's
+    samples are chosen when no ``label`` is given (``labels``: "cycle" or "prior", see
+    :data:`elbolab.diffusion.guidance.LabelDraw`); ``n`` samples drawn ``batch_size`` at a time."""
 
     n: int = 64
     sampler: str | None = None
@@ -64,12 +66,15 @@ class SampleRequest:
     label: int | None = None
     guidance: float | None = None
     batch_size: int = 256
+    labels: str = "cycle"
 
     def __post_init__(self) -> None:
         if self.n <= 0:
             raise ValueError(f"n = {self.n} must be > 0")
         if self.batch_size <= 0:
             raise ValueError(f"batch_size = {self.batch_size} must be > 0")
+        from elbolab.diffusion.guidance import check_label_draw
+        check_label_draw(self.labels)
         self.options = {k: v for k, v in self.options.items() if v is not None}
 
 

@@ -206,11 +206,14 @@ def check_guidance(cfg: RunConfig, num_classes: int) -> None:
                          "(unet.num_classes > 0, labelled data); this one is unconditional (leave it at -1)")
 
 
-def prepare_sampling(cfg: RunConfig, unet: UNetConfig, model: nn.Module, n: int, request: SampleRequest):
-    """The model in the run's sampling precision with guidance applied, and the shape of ``n`` samples."""
+def prepare_sampling(cfg: RunConfig, unet: UNetConfig, model: nn.Module, n: int, request: SampleRequest,
+                     generator: torch.Generator):
+    """The model in the run's sampling precision with guidance applied, and the shape of ``n`` samples
+    (``generator`` draws the labels of ``request.labels = "prior"``)."""
     device = next(model.parameters()).device
     guided = guided_sampling(with_precision(model, cfg.sample.precision), unet.num_classes, n, label=request.label,
-                             w=guidance_weight(cfg, request), device=device)
+                             w=guidance_weight(cfg, request), device=device, labels=request.labels,
+                             generator=generator)
     return guided, (n, unet.in_channels, unet.image_size, unet.image_size)
 
 
@@ -274,7 +277,7 @@ class DDPMFamily(ModelFamily):
                                      w=guidance_weight(cfg, request), device=device)
             shape = (n, *self.image_shape(cfg))
         else:
-            guided, shape = prepare_sampling(cfg, cfg.model.unet, model, n, request)
+            guided, shape = prepare_sampling(cfg, cfg.model.unet, model, n, request, generator)
         res = self.samplers[name].fn(guided.model, shape, self.diffusion(cfg), generator=generator,
                                      cond=guided.labels, **options_kwargs(opts))
         return SampleBatch(images=res.sample.clamp(-1, 1), labels=guided.labels, nfe=res.nfe,

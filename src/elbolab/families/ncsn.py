@@ -113,7 +113,7 @@ class NCSNFamily(ModelFamily):
         s = cfg.model.score
         levels = levels_from_config(s)
         if name in _SOLVERS:
-            guided, shape = prepare_sampling(cfg, cfg.model.unet, model, n, request)
+            guided, shape = prepare_sampling(cfg, cfg.model.unet, model, n, request, generator)
             diffusion, view = ncsn_as_diffusion(guided.model, levels.sigma_L, levels.sigma_1)
             res = self.samplers[name].fn(view, shape, diffusion, generator=generator, cond=guided.labels,
                                          **options_kwargs(opts))
@@ -121,7 +121,7 @@ class NCSNFamily(ModelFamily):
                                method=f"{name}-{opts.steps}")
         T = opts.steps or s.steps_per_level
         eps = opts.eps or (s.eps if T == s.steps_per_level else choose_eps(T, levels.gamma, levels.sigma_L))
-        guided, shape = prepare_sampling(cfg, cfg.model.unet, model, n, request)
+        guided, shape = prepare_sampling(cfg, cfg.model.unet, model, n, request, generator)
         res = self.samplers[name].fn(guided.model, shape, levels, steps=T, eps=eps, generator=generator,
                                      cond=guided.labels, final_denoise=s.final_denoise)
         return SampleBatch(images=res.sample.clamp(-1, 1), labels=guided.labels, nfe=res.nfe,
