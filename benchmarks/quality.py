@@ -177,7 +177,9 @@ class FamilyPreset:
 #: twice: annealed Langevin (its preset's sampler) and DDIM eta = 1 on the VE form of its levels
 _FAST = (("steps", 25), ("spacing", "trailing"), ("eta", 1.0))
 FAMILY_PRESETS = (
-    FamilyPreset("ddpm", "ddpm-mnist", nll="ELBO", sampler="ddim", options=_FAST),
+    # unconditional like every other row (the preset is the demo's class-conditional model)
+    FamilyPreset("ddpm", "ddpm-mnist", nll="ELBO", sampler="ddim", options=_FAST,
+                 overrides=("unet.num_classes=0", "sample.guidance=-1")),
     FamilyPreset("vdm", "vdm-mnist-full", nll="ELBO", sampler="ancestral", options=(("steps", 25),)),
     FamilyPreset("ncsn", "ncsn-mnist"),
     FamilyPreset("ncsn", "ncsn-mnist", sampler="ddim", options=_FAST, row="ncsn (VE ddim)"),

@@ -79,7 +79,9 @@ class Snapshots:
 
 
 def train_elbolab(data_dir: str, minutes: float, every: float, out_dir: Path) -> tuple[Snapshots, Any]:
-    cfg = apply_overrides(preset("ddpm-mnist"), [f"data.data_dir={data_dir}", "data.name=mnist", "train.steps=0",
+    # unconditional, as diffusers' arm (the preset is the demo's class-conditional model)
+    cfg = apply_overrides(preset("ddpm-mnist"), ["unet.num_classes=0", "sample.guidance=-1",
+                                                  f"data.data_dir={data_dir}", "data.name=mnist", "train.steps=0",
                                                   f"train.minutes={minutes}", "train.checkpoint_every=1000000",
                                                   "train.sample_every=0"])
     snaps = Snapshots(60.0 * every, time.monotonic(), 60.0 * minutes)

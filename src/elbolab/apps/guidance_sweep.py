@@ -129,7 +129,9 @@ def guidance_sweep(run: object, ws: Sequence[float] | str = NOTES_WEIGHTS, out: 
     split of the run's dataset. Writes the figure at ``out`` (.png, the first ``columns`` samples of each w,
     default one per class) and the table beside it (.json).
 
-    ``n`` samples per w (labels cycle through the classes); ``sampler`` / ``options`` (e.g. ``{"steps": 50}``)
+    ``n`` samples per w (labels cycle through the classes: a grid column per class and balanced accuracy; the
+    class-stratified set flatters FID against an i.i.d. draw, so compare its FIDs across w, not with unconditional
+    models - ``SampleRequest(labels="prior")`` draws i.i.d. labels); ``sampler`` / ``options`` (e.g. ``{"steps": 50}``)
     default to the run's config;
     ``reference_limit``: compare with the first that many training images (0 = all; features cached).
     """
