@@ -155,3 +155,57 @@ def test_feedforward_activation_is_a_closed_choice():
     assert isinstance(FeedForward(3, (4,), 2, "relu").net[1], torch.nn.ReLU)
     with pytest.raises(ValueError, match="activation = 'gelu' is not one of 'relu', 'tanh'"):
         FeedForward(3, (4,), 2, "gelu")
+
+
+@pytest.mark.parametrize("family", [VAEKind.VAE, VAEKind.HVAE])
+def test_encoder_input_unit_reads_binarised_pixels_as_0_and_1(family):
+    """encoder_input = "unit": q(z_1|x) is the encoder of (x + 1) / 2 ({0, 1} pixels, Burda et al. 2016); the
+    default "data" (what run folders without the key were trained with) reads x in [-1, 1] as before."""
+    assert VAEConfig().encoder_input.value == "data"
+    x = torch.bernoulli(torch.full((4, 1, 28, 28), 0.3), generator=torch.Generator().manual_seed(0)) * 2 - 1
+    for mode, seen in (("data", x), ("unit", (x + 1) / 2)):
+        torch.manual_seed(0)
+        dims = (6, 3) if family is VAEKind.HVAE else (6,)
+        model = build_vae(VAEConfig(latent_dims=dims, hidden_sizes=(32,), encoder_input=mode), (1, 28, 28), family)
+        with torch.no_grad():
+            mu, logvar = model.encoder(seen).chunk(2, dim=-1)
+            q = model.posterior(x)
+            torch.testing.assert_close(q.mu, mu, rtol=0, atol=0)
+            torch.testing.assert_close(q.logvar, logvar, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="encoder_input = 'zero_one' is not one of 'data', 'unit'"):
+        VAE(torch.nn.Identity(), torch.nn.Identity(), model.likelihood, 6, (1, 28, 28), "zero_one")
+
+
+@pytest.mark.parametrize("arch", list(VAEArchitecture))
+def test_init_decoder_bias_starts_the_bernoulli_decoder_at_the_mean_image(arch):
+    """The decoder's last bias becomes logit(clip(mean grey level, 0.001, 0.999)) (Burda et al. 2016's code):
+    one value per pixel for the fc decoder, per channel for the conv decoder."""
+    x = torch.rand(50, 1, 28, 28, generator=torch.Generator().manual_seed(0)) ** 3 * 2 - 1
+    x[:, :, 0, 0] = -1.0  # a pixel that is never inked: clipped at 0.001
+    torch.manual_seed(0)
+    model = build_vae(_cfg(arch), (1, 28, 28), VAEKind.HVAE if arch is VAEArchitecture.FC else VAEKind.VAE)
+    assert model.init_decoder_bias_(x)
+    p = ((x + 1) / 2).mean(0)
+    if arch is VAEArchitecture.FC:
+        expected = torch.logit(p.clamp(1e-3, 1 - 1e-3)).flatten()
+        assert expected[0] == pytest.approx(torch.logit(torch.tensor(1e-3)).item())
+        bias = model.decoder.mlp.net[-1].bias
+    else:
+        expected = torch.logit(p.mean().clamp(1e-3, 1 - 1e-3)).reshape(1)
+        bias = model.decoder.body[-1].bias
+    torch.testing.assert_close(bias.detach(), expected)
+    # the other likelihoods keep their initialisation
+    torch.manual_seed(0)
+    other = build_vae(_cfg(arch, DecoderLikelihood.GAUSSIAN_FIXED), (1, 28, 28), VAEKind.VAE)
+    before = {k: v.clone() for k, v in other.state_dict().items()}
+    assert not other.init_decoder_bias_(x)
+    assert all(torch.equal(before[k], v) for k, v in other.state_dict().items())
+
+
+def test_burda_presets_read_0_1_pixels_and_start_at_the_mean_image():
+    for name in ("vae-burda-mnist", "hvae-burda-mnist"):
+        v = preset(name).model.vae
+        assert v.encoder_input.value == "unit" and v.init_decoder_bias
+        model = build_vae(v, (1, 28, 28), preset(name).family)
+        assert model.encoder_input.value == "unit"
+        assert build_objective(v, preset(name).family).init_decoder_bias

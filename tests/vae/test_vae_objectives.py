@@ -9,7 +9,7 @@ import torch
 from elbolab.vae.config import VAEKind
 from elbolab.vae.config import DecoderLikelihood, VAEArchitecture, VAEConfig
 from elbolab.objectives import LossOutput, Objective
-from elbolab.vae import AEObjective, ELBOObjective, build_vae, vae_bound_fn
+from elbolab.vae import AEObjective, ELBOObjective, build_objective, build_vae, vae_bound_fn
 
 CFG = VAEConfig(architecture=VAEArchitecture.FC, latent_dims=(5, 3), hidden_sizes=(16,), layer_hidden=8)
 
@@ -101,3 +101,34 @@ def test_bound_fn_terms_sum_to_the_bounds():
     assert list(iw) == ["iwae_50"] and iw["iwae_50"].shape == (6,)
     with pytest.raises(ValueError, match="num_samples"):
         vae_bound_fn(model, 0)
+
+
+def test_first_training_loss_initialises_the_decoder_bias_once():
+    """init_decoder_bias: the first training-mode loss (objective step 0) sets the decoder's output bias from the
+    batch's mean image before scoring it; later calls, evaluation and a resumed objective leave it alone."""
+    x, x2 = _x(), _x(seed=7)
+    expected = torch.logit(((x + 1) / 2).mean(0).clamp(1e-3, 1 - 1e-3)).flatten()
+    bias = lambda m: m.decoder.mlp.net[-1].bias.detach().clone()  # noqa: E731
+
+    model, obj = _model(), ELBOObjective(init_decoder_bias=True)
+    start = bias(model)
+    model.eval()
+    obj.loss(model, x, None, torch.Generator().manual_seed(2))  # evaluation: no init, no step
+    assert torch.equal(bias(model), start) and obj.step == 0
+    model.train()
+    out = obj.loss(model, x, None, torch.Generator().manual_seed(2))
+    torch.testing.assert_close(bias(model), expected)
+    g = torch.Generator().manual_seed(2)  # the loss scored the initialised model
+    torch.testing.assert_close(out.loss, -model.elbo(model.likelihood.prepare(x, g), g).elbo.mean())
+    obj.loss(model, x2, None, torch.Generator().manual_seed(2))
+    torch.testing.assert_close(bias(model), expected)  # once only
+
+    resumed, obj2 = _model(), ELBOObjective(init_decoder_bias=True)
+    obj2.load_state_dict({"step": 10})
+    obj2.loss(resumed, x, None, torch.Generator().manual_seed(2))
+    assert torch.equal(bias(resumed), start)
+
+    plain = _model()  # off by default for a hand-built objective; on in the config the CLI builds
+    ELBOObjective().loss(plain, x, None, torch.Generator().manual_seed(2))
+    assert torch.equal(bias(plain), start)
+    assert CFG.init_decoder_bias and build_objective(CFG, VAEKind.HVAE).init_decoder_bias

@@ -32,6 +32,13 @@ class DecoderLikelihood(str, enum.Enum):
     DISCRETIZED = "discretized"  # discretised Gaussian on 8-bit data (Ho et al. 2020), bits/dim comparable
 
 
+class EncoderInput(str, enum.Enum):
+    """What the encoder of ``q_phi(z_1|x)`` reads: the likelihood target in which units."""
+
+    DATA = "data"  # as scored, in the library's [-1, 1] convention (binarised data: {-1, 1}); earlier versions
+    UNIT = "unit"  # mapped to [0, 1] by (x + 1) / 2 (binarised data: {0, 1}, the input of Burda et al. 2016)
+
+
 @dataclass
 class VAEConfig:
     """VAE / Markovian HVAE / autoencoder: architecture, latents, decoder likelihood, KL schedule.
@@ -56,6 +63,13 @@ class VAEConfig:
     kl_warmup_steps: int = 0  # beta ramps linearly from 0 over this many steps (0 = off)
     free_bits: float = 0.0  # minimum KL in nats per latent dimension (Kingma et al. 2016; 0 = off)
     iwae_samples: int = 5000  # K of the importance-weighted bound reported by eval
+    # "unit": the encoder reads (x + 1) / 2, so that always-black background pixels are 0 (no input, no gradient
+    # on their weights) rather than -1; "data" (the default, what run folders without this key were trained with)
+    # reads x as scored. The Burda presets use "unit" (see their header for what it gains).
+    encoder_input: EncoderInput = EncoderInput.DATA
+    # training starts with the Bernoulli decoder's output bias at the logit of the first batch's mean grey level
+    # (Burda et al. 2016's code: the training-set mean), so p(x|z) starts at the mean image instead of 1/2 per pixel
+    init_decoder_bias: bool = True
 
     def validate(self, prefix: str) -> None:
         check_range(self, prefix, positive=("in_channels", "image_size", "conv_hidden", "layer_hidden", "layer_depth",

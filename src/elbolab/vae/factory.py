@@ -65,18 +65,20 @@ def build_vae(cfg: VAEConfig, image_shape: Sequence[int] | None = None,
     likelihood = make_likelihood(cfg.likelihood, cfg.gaussian_std)
     encoder, decoder = _networks(cfg, image_shape, 2 * dims[0], likelihood.params_per_channel * c, dims[0])
     if family is VAEKind.VAE:
-        return VAE(encoder, decoder, likelihood, dims[0], image_shape)
+        return VAE(encoder, decoder, likelihood, dims[0], image_shape, cfg.encoder_input)
     hidden = (cfg.layer_hidden,) * cfg.layer_depth
     up = [FeedForward(dims[i - 1], hidden, 2 * dims[i], cfg.activation) for i in range(1, len(dims))]
     down = [FeedForward(dims[i], hidden, 2 * dims[i - 1], cfg.activation) for i in range(1, len(dims))]
-    return HVAE(encoder, decoder, likelihood, dims, image_shape, up, down)
+    return HVAE(encoder, decoder, likelihood, dims, image_shape, up, down, cfg.encoder_input)
 
 
 def build_objective(cfg: VAEConfig, family: VAEKind | str = VAEKind.VAE) -> ELBOObjective | AEObjective:
-    """The training objective of a VAE-family run (``beta``, ``kl_warmup_steps``, ``free_bits`` from ``cfg``)."""
+    """The training objective of a VAE-family run (``beta``, ``kl_warmup_steps``, ``free_bits``,
+    ``init_decoder_bias`` from ``cfg``)."""
     if _family(family) is VAEKind.AE:
         return AEObjective()
-    return ELBOObjective(beta=cfg.beta, kl_warmup_steps=cfg.kl_warmup_steps, free_bits=cfg.free_bits)
+    return ELBOObjective(beta=cfg.beta, kl_warmup_steps=cfg.kl_warmup_steps, free_bits=cfg.free_bits,
+                         init_decoder_bias=cfg.init_decoder_bias)
 
 
 @torch.no_grad()

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from elbolab.vae.bounds import ELBOTerms
+from elbolab.vae.config import EncoderInput
 from elbolab.vae.distributions import DiagonalGaussian
 from elbolab.vae.likelihoods import Likelihood
 from elbolab.vae.vae import LatentVariableModel
@@ -46,8 +47,9 @@ class HVAE(LatentVariableModel):
     """
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, likelihood: Likelihood, latent_dims: Sequence[int],
-                 image_shape: Sequence[int], up: Sequence[nn.Module] = (), down: Sequence[nn.Module] = ()) -> None:
-        super().__init__(encoder, decoder, likelihood, latent_dims, image_shape)
+                 image_shape: Sequence[int], up: Sequence[nn.Module] = (), down: Sequence[nn.Module] = (),
+                 encoder_input: EncoderInput | str = EncoderInput.DATA) -> None:
+        super().__init__(encoder, decoder, likelihood, latent_dims, image_shape, encoder_input)
         if len(up) != self.num_layers - 1 or len(down) != self.num_layers - 1:
             raise ValueError(
                 f"HVAE with latent_dims = {list(self.latent_dims)} needs {self.num_layers - 1} up and down "

@@ -56,6 +56,12 @@ class Likelihood(abc.ABC):
     def sample(self, params: Tensor, generator: torch.Generator | None) -> Tensor:
         """``x ~ p_theta(x|z)``, ``(..., C, H, W)``."""
 
+    def bias_for_mean(self, mean: Tensor) -> Tensor | None:
+        """Decoder parameters ``(P*C, H, W)`` whose distribution has mean ``mean: (C, H, W)`` in [-1, 1], used to
+        initialise the decoder's output bias (:meth:`~elbolab.vae.LatentVariableModel.init_decoder_bias_`);
+        None: this likelihood keeps its initialisation."""
+        return None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -77,6 +83,10 @@ class Bernoulli(Likelihood):
 
     def mean(self, params: Tensor) -> Tensor:
         return torch.sigmoid(params) * 2.0 - 1.0
+
+    def bias_for_mean(self, mean: Tensor) -> Tensor:
+        """``logit(clip((mean + 1) / 2, 0.001, 0.999))``, the clipping of Burda et al. 2016's code."""
+        return torch.logit(((mean + 1.0) * 0.5).clamp(1e-3, 1.0 - 1e-3))
 
     def sample(self, params: Tensor, generator: torch.Generator | None) -> Tensor:
         return torch.bernoulli(torch.sigmoid(params), generator=generator) * 2.0 - 1.0

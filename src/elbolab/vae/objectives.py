@@ -7,7 +7,11 @@
     2016 (``step`` counts the objective's training-mode calls; ``state_dict``/``load_state_dict`` let the
     Trainer checkpoint it so a resumed run continues the ramp);
   * free bits (Kingma et al. 2016, Appendix C.8): each latent dimension's batch-averaged KL counts as at least
-    ``free_bits`` nats, ``sum_j max(free_bits, mean_B KL_{l,j})``; off at 0.
+    ``free_bits`` nats, ``sum_j max(free_bits, mean_B KL_{l,j})``; off at 0;
+  * ``init_decoder_bias``: the first training-mode call (``step == 0``; not after a resume) first sets the
+    decoder's output bias from the batch's mean image (:meth:`~elbolab.vae.LatentVariableModel.init_decoder_bias_`,
+    the data-dependent initialisation of Burda et al. 2016's code). Off by default here; ``VAEConfig`` turns
+    it on for the runs that ``elbolab train`` and :func:`~elbolab.vae.build_objective` build.
 
   The logged ``elbo``/``bpd`` are always the true ELBO (beta = 1, no free bits).
 - :class:`AEObjective`: the plain autoencoder's L2 reconstruction loss (notes 004).
@@ -32,7 +36,8 @@ __all__ = ["ELBOObjective", "AEObjective"]
 class ELBOObjective(Objective):
     """Negative (beta-weighted, warmed-up, free-bits) ELBO of a VAE or HVAE; per-term metrics in nats."""
 
-    def __init__(self, beta: float = 1.0, kl_warmup_steps: int = 0, free_bits: float = 0.0) -> None:
+    def __init__(self, beta: float = 1.0, kl_warmup_steps: int = 0, free_bits: float = 0.0,
+                 init_decoder_bias: bool = False) -> None:
         if not beta > 0:
             raise ValueError(f"ELBOObjective: beta = {beta!r} must be > 0")
         if kl_warmup_steps < 0:
@@ -42,6 +47,7 @@ class ELBOObjective(Objective):
         self.beta = float(beta)
         self.kl_warmup_steps = int(kl_warmup_steps)
         self.free_bits = float(free_bits)
+        self.init_decoder_bias = bool(init_decoder_bias)
         self.step = 0  # training-mode loss evaluations so far (drives the KL warm-up)
 
     def state_dict(self) -> dict:
@@ -67,12 +73,17 @@ class ELBOObjective(Objective):
         return mean_per_dim.sum()
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor | None, generator: torch.Generator) -> LossOutput:
+        training = model.training and torch.is_grad_enabled()
+        if training and self.step == 0 and self.init_decoder_bias:
+            init = getattr(model, "init_decoder_bias_", None)  # a LatentVariableModel's
+            if init is not None:
+                init(x)  # data-dependent initialisation, before the first update
         target = model.likelihood.prepare(x, generator)
         terms = model.elbo(target, generator)
         weight = self.kl_weight(self.step)
         kl_penalty = sum(self.penalised_kl(k) for k in terms.kl_per_dim)
         loss = -terms.reconstruction.mean() + weight * kl_penalty
-        if model.training and torch.is_grad_enabled():
+        if training:
             self.step += 1
         with torch.no_grad():
             kl = terms.kl.mean(0)

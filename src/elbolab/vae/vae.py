@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from elbolab.vae.bounds import ELBOTerms
+from elbolab.vae.config import EncoderInput
 from elbolab.vae.distributions import DiagonalGaussian
 from elbolab.vae.likelihoods import Likelihood
 
@@ -42,14 +43,24 @@ class LatentVariableModel(nn.Module, abc.ABC):
 
     Subclasses define the bounds (``elbo``, ``log_importance_weights``, used by :mod:`elbolab.vae.bounds`),
     ``posterior_means`` (active units, editing) and the generative side (``sample_latent``, ``decode_latent``).
+
+    ``encoder_input``: the encoder reads ``x`` as given (``"data"``, [-1, 1]) or ``(x + 1) / 2`` (``"unit"``,
+    [0, 1]: binarised MNIST as {0, 1}, as in Burda et al. 2016). A function of ``x`` either way, so the bounds
+    are unchanged; only the optimisation differs (see :class:`~elbolab.vae.config.VAEConfig`).
     """
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, likelihood: Likelihood,
-                 latent_dims: Sequence[int], image_shape: Sequence[int]) -> None:
+                 latent_dims: Sequence[int], image_shape: Sequence[int],
+                 encoder_input: EncoderInput | str = EncoderInput.DATA) -> None:
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
         self.likelihood = likelihood
+        try:
+            self.encoder_input = EncoderInput(encoder_input)
+        except ValueError:
+            choices = ", ".join(repr(e.value) for e in EncoderInput)
+            raise ValueError(f"encoder_input = {encoder_input!r} is not one of {choices}") from None
         self.latent_dims = tuple(int(j) for j in latent_dims)
         if not self.latent_dims or any(j <= 0 for j in self.latent_dims):
             raise ValueError(f"latent_dims = {list(latent_dims)}: need at least one positive integer")
@@ -65,6 +76,8 @@ class LatentVariableModel(nn.Module, abc.ABC):
         if tuple(x.shape[1:]) != self.image_shape:
             raise ValueError(f"expected images of shape (B, {', '.join(map(str, self.image_shape))}), "
                              f"got {tuple(x.shape)}")
+        if self.encoder_input is EncoderInput.UNIT:
+            x = (x + 1.0) * 0.5
         return DiagonalGaussian.from_params(self.encoder(x))
 
     def features(self, x: Tensor) -> Tensor:
@@ -81,6 +94,39 @@ class LatentVariableModel(nn.Module, abc.ABC):
     def reconstruction_log_prob(self, z1: Tensor, x: Tensor) -> Tensor:
         """``log p_theta(x|z_1)`` in nats: ``z1: (..., B, J_1)``, ``x: (B, C, H, W)`` -> ``(..., B)``."""
         return self.likelihood.log_prob(self.decode(z1), x)
+
+    @torch.no_grad()
+    def init_decoder_bias_(self, x: Tensor) -> bool:
+        """Data-dependent initialisation: set the bias of the decoder's last layer so that, before training, the
+        decoder's output is (near) the likelihood's parameters of the mean image of ``x: (B, C, H, W)`` in
+        [-1, 1] (Bernoulli: the logit of the mean grey level, clipped to [0.001, 0.999]; Burda et al. 2016's code
+        does this with the training-set mean). Without it every pixel starts at probability 1/2, the first
+        epochs go into learning the mean image and a hierarchical VAE's latents collapse meanwhile.
+
+        The last layer is the decoder's last submodule with a bias: one entry per output value (``Linear`` of
+        the fc decoder) or per channel (``ConvTranspose2d``: the spatial mean). Under ``torch.distributed`` the
+        mean is averaged over the processes, so every rank sets the same bias. Returns False (and changes
+        nothing) for a likelihood without such a bias (only :class:`~elbolab.vae.likelihoods.Bernoulli` has
+        one) or a decoder whose last bias has neither shape.
+        """
+        mean = x.detach().float().mean(0)  # (C, H, W)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(mean)
+            mean /= torch.distributed.get_world_size()
+        layers = [m for m in self.decoder.modules() if isinstance(getattr(m, "bias", None), nn.Parameter)]
+        if not layers:
+            return False
+        bias = layers[-1].bias
+        if bias.numel() == mean.numel():
+            value = self.likelihood.bias_for_mean(mean)
+        elif bias.numel() == mean.shape[0]:
+            value = self.likelihood.bias_for_mean(mean.mean((-2, -1), keepdim=True))
+        else:
+            return False
+        if value is None or value.numel() != bias.numel():
+            return False
+        bias.copy_(value.reshape(bias.shape).to(bias.dtype))
+        return True
 
     def decode_mean(self, z1: Tensor) -> Tensor:
         """Image ``E[x|z_1]`` clamped to [-1, 1]: ``z1: (N, J_1) -> (N, C, H, W)``."""
@@ -128,8 +174,8 @@ class VAE(LatentVariableModel):
     """Single-latent VAE: ``p(x, z) = p(z) p_theta(x|z)``, ``q_phi(z|x)`` diagonal Gaussian, ``p(z) = N(0, I)``."""
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, likelihood: Likelihood, latent_dim: int,
-                 image_shape: Sequence[int]) -> None:
-        super().__init__(encoder, decoder, likelihood, (latent_dim,), image_shape)
+                 image_shape: Sequence[int], encoder_input: EncoderInput | str = EncoderInput.DATA) -> None:
+        super().__init__(encoder, decoder, likelihood, (latent_dim,), image_shape, encoder_input)
 
     @property
     def latent_dim(self) -> int:
