@@ -18,6 +18,8 @@ import torch
 
 from elbolab.data import load_dataset
 from elbolab.diffusion.decoder import decoder_mean
+from elbolab.host import host_info
+from elbolab.io import atomic_write_text
 from elbolab.math import discretized_gaussian_log_likelihood, sum_flat
 from elbolab.runs import load_run
 
@@ -47,14 +49,13 @@ def main() -> int:
     diffusion = run.family.diffusion(run.config)
     own = math.sqrt(float(diffusion.table("reverse_variance")[1]))
     sigmas = sorted({own, *[own * 2 ** (k / 2) for k in range(-8, 5)]})
-    result = {"run": args.run, "own_sigma_1": own, "sigmas": sigmas, "n": args.n}
+    result = {"run": args.run, "own_sigma_1": own, "sigmas": sigmas, "n": args.n, "host": host_info()}
     for split in ("train", "test"):
         result[split] = l0_bits_per_dim(run, split, args.n, sigmas, args.seed)
     for s, a, b in zip(sigmas, result["train"], result["test"]):
         print(f"sigma_1 {s:.5f} ({s / own:5.2f}x): train {a:.4f}  test {b:.4f} bits/dim" + ("  <- run's" if s == own else ""))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
     return 0
 
 

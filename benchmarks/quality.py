@@ -41,6 +41,7 @@ import torch
 from safetensors import safe_open
 
 from elbolab.config import DataConfig, RunConfig, load_toml
+from elbolab.host import host_info
 from elbolab.io import atomic_write_text
 from elbolab.data import load_dataset
 from elbolab.evaluate import (EvalSettings, Metric, evaluate_bpd, evaluate_samples, generate_samples, load_reference,
@@ -424,6 +425,7 @@ def all_presets(args: argparse.Namespace, settings: EvalSettings, argv: list[str
                           rows_detail(extras[1:]) + "\n")
         atomic_write_text(out.with_suffix(".json"), json.dumps(
             {"dataset": args.dataset, "minutes": args.minutes, "seconds": round(time.perf_counter() - t0, 1),
+             "host": host_info(),
              "command": " ".join(["python", "benchmarks/quality.py", *(argv if argv is not None else sys.argv[1:])]),
              "rows": quality_rows_to_json(rows), "extra": extras}, indent=2) + "\n")
     grids_png(grids, out.with_suffix(".png"))
@@ -483,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     atomic_write_text(out.with_suffix(".md"), header + table + "\n")
     atomic_write_text(out.with_suffix(".json"), json.dumps(
-        {"dataset": args.dataset, "feature_sha256": ref.sha256, "reference_n": ref.n, "n": args.n,
+        {"dataset": args.dataset, "feature_sha256": ref.sha256, "reference_n": ref.n, "n": args.n, "host": host_info(),
          "command": " ".join(["python", "benchmarks/quality.py", *(argv if argv is not None else sys.argv[1:])]),
          "seconds": round(time.perf_counter() - t0, 1), "rows": quality_rows_to_json(rows)}, indent=2) + "\n")
     sys.stdout.write(header + table + "\n")

@@ -45,12 +45,13 @@ import torch.nn.functional as F
 
 from elbolab.bridges.diffusers import DiffusersUNet as BridgeUNet, scheduler_to_diffusion
 from elbolab.config import DataConfig, apply_overrides, preset
+from elbolab.host import cpu_name
 from elbolab.data import load_dataset
 from elbolab.diffusion import GaussianDiffusion, samplers
 from elbolab.evaluate import evaluate_samples, load_reference
 from elbolab.io import atomic_write_bytes, atomic_write_text
 from elbolab.runs import load_run, train_run
-from train_speed import DiffusersUNet, _cpu_name
+from train_speed import DiffusersUNet
 
 logger = logging.getLogger("time_to_quality")
 
@@ -274,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     reach = minutes_to_reach(arms["elbolab"]["points"], final_d)
     ok = reach is not None and reach <= args.minutes / 3
     report = {
-        "cpu": _cpu_name(), "threads": args.threads, "minutes": args.minutes, "every": args.every,
+        "cpu": cpu_name(), "threads": args.threads, "minutes": args.minutes, "every": args.every,
         "fid_n": args.fid_n, "diffusers_batch": args.diffusers_batch, "seed": args.seed, "arms": arms,
         "target": {"diffusers_final_fid": final_d, "elbolab_minutes_to_reach": reach, "met": ok,
                    "text": f"diffusers' final FID {final_d:.2f}; elbolab reaches it after "

@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from elbolab.host import cpu_name
+
 from elbolab.nn.config import unet_preset
 from elbolab.data import load_embedded
 from elbolab.diffusion import GaussianDiffusion, NoiseSchedule
@@ -340,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "wall_s": time.time() - started,
         "env": {"torch": torch.__version__, "diffusers": __import__("diffusers").__version__,
-                "python": platform.python_version(), "cpu": _cpu_name(), "threads": args.threads,
+                "python": platform.python_version(), "cpu": cpu_name(), "threads": args.threads,
                 "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                 "loadavg_start": load_start, "loadavg_end": os.getloadavg()},
         "settings": {"train_batch": args.train_batch, "sample_batch": args.sample_batch, "reps": args.reps,
@@ -366,16 +368,6 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown(report))
     print(f"wrote {out}")
     return 0
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def markdown(r: dict) -> str:

@@ -32,6 +32,7 @@ import torch
 
 from elbolab.config import apply_overrides, preset
 from elbolab.vae.config import VAEKind
+from elbolab.host import host_info
 from elbolab.io import atomic_write_text
 from elbolab.data import load_dataset
 from elbolab.runs import image_batches
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     budgets = {k: float(v) for k, v in (item.split("=", 1) for item in args.minutes)}
     step_budgets = {k: int(v) for k, v in (item.split("=", 1) for item in args.steps)}
-    results: dict[str, Any] = {"torch_threads": torch.get_num_threads(), "presets": {}}
+    results: dict[str, Any] = {"torch_threads": torch.get_num_threads(), "host": host_info(), "presets": {}}
     out = Path(args.out)
     for name in args.presets:
         minutes = budgets.get(name, 0.0 if name in step_budgets else preset(name).train.minutes)

@@ -29,8 +29,6 @@ import argparse
 import json
 import logging
 import math
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,20 +40,10 @@ from elbolab.evaluate import EvalSettings, Metric, evaluate_bpd, evaluate_sample
 from elbolab.families import SampleRequest
 from elbolab.io import atomic_write_json, atomic_write_text
 from elbolab.report.ode_nll import ode_nll_run
+from elbolab.host import cpu_name
 from elbolab.runs import load_run
 
 logger = logging.getLogger("benchmarks.vdm_table")
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown"
 
 
 def parse_row(text: str) -> tuple[str, Path, list[tuple[str, int]]]:

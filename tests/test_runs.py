@@ -50,3 +50,9 @@ def test_demo_of_a_guided_and_of_an_unconditional_model(tmp_path):
     e = data["elbo_bpd"]
     assert e["class_prior"] == 0.0 and data["conditioning"] == ""
     assert e["total"] == pytest.approx(e["reconstruction"] + e["prior"] + e["denoising"], rel=1e-6)
+
+
+def test_demo_refuses_an_empty_decoder_calibration(tmp_path):
+    with pytest.raises(ValueError, match="calibration_images = 0: need >= 1 training image"):
+        run_demo(tmp_path / "d", calibration_images=0, progress=False)
+    assert not (tmp_path / "d").exists()  # refused before anything was written

@@ -279,6 +279,7 @@ def cmd_toy(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from elbolab.config import preset_names
+    from elbolab.diffusion.guidance import LABEL_DRAWS
     from elbolab.errors import EXIT_CODES_HELP
     from elbolab.families import all_families
 
@@ -344,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eta", type=float, default=None, help="DDIM eta in [0, 1] (= --option eta=...)")
     p.add_argument("--label", type=int, default=None, help="class label for conditional models")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance weight w")
-    p.add_argument("--labels", default="cycle", choices=["cycle", "prior"],
+    p.add_argument("--labels", default="cycle", choices=list(LABEL_DRAWS),
                    help="labels of a conditional model's samples without --label: cycle 0..K-1 (a grid row per "
                         "class) or prior (i.i.d. uniform draws: samples of p(x), what FID should score)")
     p.add_argument("--guidance-sweep", default=None, metavar="W,W,...",

@@ -116,8 +116,11 @@ def run_demo(out_dir: str | os.PathLike[str] = "runs/demo", *, minutes: float | 
     from elbolab.evaluate import save_samples_npz
     from elbolab.evaluate.pipeline import classifier_confidence
     from elbolab.families.ddpm import guidance_weight
+    from elbolab.host import host_info
     from elbolab.viz.grid import save_image_grid
 
+    if calibration_images <= 0:
+        raise ValueError(f"calibration_images = {calibration_images}: need >= 1 training image to fit the decoder")
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
     if out_dir.exists():
@@ -189,7 +192,7 @@ def run_demo(out_dir: str | os.PathLike[str] = "runs/demo", *, minutes: float | 
         "confidence_class_counts": confidence.class_counts, "fidelity": fidelity,
         "sample_seconds_per_image": report.sample_seconds_per_image, "sampler": batch.method,
         "conditioning": conditioning,
-        "grid": str(grid), "total_minutes": report.total_seconds / 60}, indent=2) + "\n")
+        "grid": str(grid), "total_minutes": report.total_seconds / 60, "host": host_info()}, indent=2) + "\n")
     html = _write_report(out_dir, per_t_images, seed)
     return dataclasses.replace(report, report=html.path, report_bytes=html.size_bytes,
                                total_seconds=time.perf_counter() - t_start)

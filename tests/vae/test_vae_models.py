@@ -172,7 +172,7 @@ def test_encoder_input_unit_reads_binarised_pixels_as_0_and_1(family):
             q = model.posterior(x)
             torch.testing.assert_close(q.mu, mu, rtol=0, atol=0)
             torch.testing.assert_close(q.logvar, logvar, rtol=0, atol=0)
-    with pytest.raises(ValueError, match="encoder_input = 'zero_one' is not one of 'data', 'unit'"):
+    with pytest.raises(ValueError, match="encoder_input = 'zero_one' is not valid: expected one of 'data', 'unit'"):
         VAE(torch.nn.Identity(), torch.nn.Identity(), model.likelihood, 6, (1, 28, 28), "zero_one")
 
 

@@ -126,8 +126,9 @@ def calibrate_decoder(diffusion: GaussianDiffusion, model: nn.Module, x0: Tensor
 def calibrated_reconstruction(diffusion: GaussianDiffusion, model: nn.Module, x0: Tensor,
                               calibration: DecoderCalibration, *, y: Tensor | None = None,
                               generator: torch.Generator | None = None) -> Tensor:
-    """-log p(x_0 | x_1) per image in bits/dim, ``(B,)`` float64, with the calibrated decoder (one x_1 per
-    image): the reconstruction term L_0 of :func:`elbolab.diffusion.elbo_terms` with this decoder."""
+    """-log p(x_0 | x_1) per image in bits/dim, ``(B,)`` float64, of ``x0: (B, C, H, W)`` (8-bit data in [-1, 1];
+    ``y: (B,)`` for a class-conditional model) with the calibrated decoder (one x_1 per image): the reconstruction
+    term L_0 of :func:`elbolab.diffusion.elbo_terms` with this decoder."""
     mean = decoder_mean(diffusion, model, x0, y=y, generator=generator)
     d = x0[0].numel()
     return -calibration.log_likelihood(x0, mean).double() / (d * math.log(2.0))

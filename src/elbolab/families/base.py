@@ -26,6 +26,7 @@ from elbolab.evaluate.samples import SampleBatch
 from elbolab.objectives import AdversarialObjective, LossOutput, Objective
 
 if TYPE_CHECKING:
+    from elbolab.diffusion.guidance import LabelDraw
     from elbolab.diffusion import GaussianDiffusion
     from elbolab.runs import Run
 
@@ -66,7 +67,7 @@ class SampleRequest:
     label: int | None = None
     guidance: float | None = None
     batch_size: int = 256
-    labels: str = "cycle"
+    labels: LabelDraw = "cycle"
 
     def __post_init__(self) -> None:
         if self.n <= 0:

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from elbolab.config import coerce
 from elbolab.vae.bounds import ELBOTerms
 from elbolab.vae.config import EncoderInput
 from elbolab.vae.distributions import DiagonalGaussian
@@ -56,11 +57,7 @@ class LatentVariableModel(nn.Module, abc.ABC):
         self.encoder = encoder
         self.decoder = decoder
         self.likelihood = likelihood
-        try:
-            self.encoder_input = EncoderInput(encoder_input)
-        except ValueError:
-            choices = ", ".join(repr(e.value) for e in EncoderInput)
-            raise ValueError(f"encoder_input = {encoder_input!r} is not one of {choices}") from None
+        self.encoder_input = coerce(encoder_input, EncoderInput, "encoder_input")
         self.latent_dims = tuple(int(j) for j in latent_dims)
         if not self.latent_dims or any(j <= 0 for j in self.latent_dims):
             raise ValueError(f"latent_dims = {list(latent_dims)}: need at least one positive integer")
