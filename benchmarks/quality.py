@@ -125,7 +125,8 @@ def floor_row(dataset: str, data_dir: str, n: int, settings: EvalSettings) -> tu
 
 
 def run_row(run_dir: Path, dataset: str, data_dir: str, n: int, settings: EvalSettings, samples: Path | None,
-            sampler: str | None, steps: int | None, bpd_n: int, exact: bool, seed: int) -> QualityRow:
+            sampler: str | None, steps: int | None, bpd_n: int, exact: bool, seed: int,
+            options: dict[str, Any] | None = None) -> QualityRow:
     """One row: draw (or reuse) ``n`` samples of the run, score them, and bits/dim on ``bpd_n`` test images."""
     info = read_run(run_dir)
     run = load_run(run_dir)
@@ -135,12 +136,12 @@ def run_row(run_dir: Path, dataset: str, data_dir: str, n: int, settings: EvalSe
         nfe = sample_set.meta.get("nfe")
         s_per_img = sample_set.meta.get("sample_s_per_img", sample_set.meta.get("seconds_per_image"))
     else:
-        sample_fn = RunSampler(run, sampler, steps)
+        sample_fn = RunSampler(run, sampler, steps, **(options or {}))
         sample_set = generate_samples(sample_fn, n, batch_size=min(250, n), generator=torch.Generator().manual_seed(seed))
         s_per_img, nfe = sample_set.seconds / n, sample_fn.nfe
         save_samples_npz(run_dir / "samples" / f"eval_{n}.npz", sample_set.images,
                          meta={"sampler": sampler or info.config.sample.sampler.value, "steps": steps, "nfe": nfe,
-                               "seed": seed, "sample_s_per_img": s_per_img})
+                               "seed": seed, "sample_s_per_img": s_per_img, "options": options or {}})
     result = evaluate_samples(sample_set, dataset, SAMPLE_METRICS, reference_split="train", data_dir=data_dir,
                               settings=settings)
     bound_fn = run.family.bound_fn(run.config, run.model, exact)
@@ -148,7 +149,7 @@ def run_row(run_dir: Path, dataset: str, data_dir: str, n: int, settings: EvalSe
         result.bpd = evaluate_bpd(bound_fn, dataset, run.family.bpd_method, data_dir=data_dir, n=bpd_n, seed=seed)
     return QualityRow.from_eval(info.family, result, params=info.params, train_minutes=info.train_minutes,
                                 train_img_per_s=info.train_img_per_s, sample_s_per_img=s_per_img, nfe=nfe,
-                                note=run_dir.name)
+                                note=run_dir.name + "".join(f", {k}={v}" for k, v in (options or {}).items()))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -432,6 +433,46 @@ def all_presets(args: argparse.Namespace, settings: EvalSettings, argv: list[str
     return 0
 
 
+def merge_tables(base_path: Path, part_path: Path, out: Path, argv: list[str] | None) -> int:
+    """The families table ``base_path`` (JSON of ``--all-presets``) with the rows that ``part_path`` (another
+    ``--all-presets --families ...`` JSON) scored put in their place, matched by row name; the floor row and
+    every other row stay as they were. Writes ``out.{md,json}``; the JSON keeps both tables' commands and hosts
+    as ``sources`` and names the replaced rows. The grids PNG is the part table's own (``part_path`` .png)."""
+    base, part = json.loads(base_path.read_text()), json.loads(part_path.read_text())
+    names = [e.get("row") for e in part["extra"][1:]]
+    new = dict(zip(names, zip(part["rows"][1:], part["extra"][1:])))
+    rows, extras, replaced = [base["rows"][0]], [base["extra"][0]], []
+    for row, extra in zip(base["rows"][1:], base["extra"][1:]):
+        if extra.get("row") in new:
+            row, extra = new.pop(extra["row"])
+            replaced.append(extra["row"])
+        rows.append(row)
+        extras.append(extra)
+    for row, extra in new.values():  # rows the base table did not have
+        rows.append(row)
+        extras.append(extra)
+        replaced.append(extra.get("row"))
+    sources = base.get("sources") or [{k: base.get(k) for k in ("command", "host", "minutes")}]
+    sources = [*sources, {"command": part.get("command"), "host": part.get("host"), "minutes": part.get("minutes"),
+                          "rows": replaced}]
+    header = (f"Every family on full MNIST, {base['minutes']:g} training minutes each (one thread, two at a time); "
+              "FID/KID/IS/precision/recall of n samples against the training set in the shipped MNIST feature "
+              "space; NLL in bits/dim on 8-bit test images with its kind (ELBO: the family's bound; IWAE-5000: "
+              "the importance-weighted bound, discretised decoder; exact: PixelCNN).\n\n"
+              f"Rows {', '.join(replaced)} retrained and scored by `{part.get('command')}` on "
+              f"{(part.get('host') or {}).get('cpu', 'an unnamed host')} (grids: `{part_path.with_suffix('.png')}`); "
+              "the rest by the commands in the JSON's `sources`.\n\n")
+    table = [QualityRow(**r) for r in rows]
+    atomic_write_text(out.with_suffix(".md"), header + format_quality_table(table) + "\n\n" +
+                      rows_detail(extras[1:]) + "\n")
+    atomic_write_text(out.with_suffix(".json"), json.dumps(
+        {"dataset": base["dataset"], "minutes": base["minutes"], "sources": sources,
+         "command": " ".join(["python", "benchmarks/quality.py", *(argv if argv is not None else sys.argv[1:])]),
+         "rows": rows, "extra": extras}, indent=2) + "\n")
+    logger.info("merged %s into %s: %s", part_path, out, ", ".join(replaced))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="mnist", help="dataset of the feature network and the real data")
@@ -441,6 +482,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=10000, help="samples per run (and real test images of the floor row)")
     p.add_argument("--sampler", default=None, choices=["ddim", "ancestral"])
     p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a sampler option for --runs, e.g. --option spacing=angle (repeatable)")
     p.add_argument("--bpd-n", type=int, default=256, help="test images for bits/dim (0 = skip)")
     p.add_argument("--exact", action="store_true", help="exact bits/dim (all T terms) instead of Monte Carlo over t")
     p.add_argument("--kid-subset", type=int, default=1000)
@@ -455,9 +498,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--families", default="", help="--all-presets: comma-separated subset of the families")
     p.add_argument("--parallel", type=int, default=2, help="--all-presets: trainings at a time")
     p.add_argument("--iwae-n", type=int, default=1000, help="--all-presets: test images for IWAE-5000")
+    p.add_argument("--merge", nargs=2, default=None, metavar=("BASE_JSON", "PART_JSON"),
+                   help="put the rows of one --all-presets table (PART) into another (BASE), write --out, and stop")
     p.add_argument("--row-n", type=int, default=0, help="--all-presets: samples per row (0 = each row's own n)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.merge:
+        return merge_tables(Path(args.merge[0]), Path(args.merge[1]), Path(args.out), argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     samples: dict[str, Path] = {}
@@ -470,6 +517,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.all_presets:
         return all_presets(args, settings, argv)
 
+    from elbolab.config import _parse_scalar
+
+    options = {}
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--option {item!r}: expected KEY=VALUE, e.g. --option spacing=angle")
+        options[key.strip()] = _parse_scalar(value.strip())
     rows, floor_meta = [], []
     t0 = time.perf_counter()
     row, meta = floor_row(args.dataset, args.data_dir, args.n, settings)
@@ -477,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
     floor_meta.append(meta)
     for run in args.runs:
         rows.append(run_row(Path(run), args.dataset, args.data_dir, args.n, settings, samples.get(str(Path(run))),
-                            args.sampler, args.steps, args.bpd_n, args.exact, args.seed))
+                            args.sampler, args.steps, args.bpd_n, args.exact, args.seed, options))
     table = format_quality_table(rows)
     ref = load_reference(args.dataset, "train", data_dir=args.data_dir, progress=False)
     header = (f"Quality on {args.dataset} (features: elbolab {args.dataset} classifier, sha256 {ref.sha256[:12]}; "

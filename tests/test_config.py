@@ -110,7 +110,7 @@ def test_bad_enum_value_lists_choices():
      ("train.lr_schedule=step", "'constant', 'cosine', 'linear'"), ("train.lr_min_ratio=2", "lr_min_ratio"),
      ("sample.n=0", "sample.n"), ("data.on_error=ignore", "'fail', 'skip'"), ("data.channels=2", "data.channels"),
      ("unet.input_fourier=true", None), ("sample.dpmpp-2m-sde.eta=2", "eta = 2.0 must be in"),
-     ("sample.heun.S_churn=-1", "S_churn = -1.0 must be >= 0"), ("sample.euler.spacing=cosine", "'logsnr', 'karras'"),
+     ("sample.heun.S_churn=-1", "S_churn = -1.0 must be >= 0"), ("sample.euler.spacing=cosine", "'logsnr', 'karras', 'angle'"),
      ("train.tensorboard=maybe", "train.tensorboard")],
 )
 def test_bad_values_name_the_field(item, fragment):

@@ -85,6 +85,17 @@ def test_time_grids(make_diffusion):
     r = d.sigma_ve_at(torch.tensor(karras[:-1], dtype=torch.float64)) ** (1 / 7)
     torch.testing.assert_close(r.diff(), torch.full((8,), float(r.diff().mean()), dtype=torch.float64))
     assert samplers.time_grid(d, 4, "trailing") == [1000, 750, 500, 250, 0]
+    angle = samplers.time_grid(d, 10, "angle", t_min=2.0)
+    assert angle[0] == 1000.0 and angle[-2] == 2.0 and angle[-1] == 0 and len(angle) == 11
+    phi = torch.atan(d.sigma_ve_at(torch.tensor(angle[:-1], dtype=torch.float64)))
+    torch.testing.assert_close(phi.diff(), torch.full((9,), float(phi.diff().mean()), dtype=torch.float64))
+    # on the cosine schedule the angle grid is (up to the offset s = 0.008) the uniform trailing grid; on the
+    # linear schedule it is not
+    for schedule, lo, hi in ((NoiseSchedule.cosine(1000), 0.0, 0.5), (NoiseSchedule.linear(1000), 50.0, 1e3)):
+        dd = GaussianDiffusion(schedule)
+        ang = torch.tensor(samplers.time_grid(dd, 25, "angle", t_min=40.0)[:-1], dtype=torch.float64)
+        trail = torch.tensor(samplers.time_grid(dd, 25, "trailing")[:-1], dtype=torch.float64)
+        assert lo <= float((ang - trail).abs().max()) < hi
     assert samplers.time_grid(d, None, "leading", timesteps=[900, 31, 2]) == [900, 31, 2, 0]
     assert samplers.time_grid(d, None, "leading", timesteps=torch.tensor([5.5, 2.0])) == [5.5, 2.0, 0]
     for bad, match in [([5, 5], "strictly decreasing"), ([1001, 3], r"\(0, T\]"), ([3, 0], r"\(0, T\]"),
@@ -126,7 +137,7 @@ class Recorder(torch.nn.Module):
 
 
 @pytest.mark.parametrize("sampler", NEW)
-@pytest.mark.parametrize("spacing", ["karras", "logsnr", "trailing"])
+@pytest.mark.parametrize("spacing", ["karras", "logsnr", "angle", "trailing"])
 def test_new_sampler_contract(sampler, spacing, make_diffusion):
     d = make_diffusion(50)
     model, seen = Recorder(), []

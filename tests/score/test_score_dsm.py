@@ -126,3 +126,31 @@ def test_ncsn_scale_input_feeds_the_network_the_vp_x_t():
     big = torch.randn(4000) * torch.sqrt(torch.tensor(1 + 40.0**2))
     scaled(big.view(1000, 1, 2, 2), 40.0)
     assert abs(float(scaled.net.x.std()) - 1.0) < 0.05
+
+
+class SigmaRecorder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.sigmas = []
+
+    def forward(self, x, sigma, y=None):
+        self.sigmas.append(sigma.clone())
+        return torch.zeros_like(x)
+
+
+def test_dsm_draws_levels_from_the_given_probabilities():
+    """i ~ probs per example (a chi-square-sized tolerance on 60000 draws); None keeps i ~ U{1..L}."""
+    probs = torch.tensor([0.1, 0.6, 0.3], dtype=torch.float64)
+    x = torch.zeros(60000, 2)
+    for p in (probs, None):
+        model = SigmaRecorder()
+        out = DenoisingScoreMatching(LEVELS, p).loss(model, x, None, torch.Generator().manual_seed(0))
+        assert float(out.loss) == pytest.approx(0.5, rel=0.02)  # a zero score scores 1/2 at every level
+        seen = model.sigmas[0].double()
+        freq = torch.stack([(seen == float(s)).double().mean() for s in LEVELS.sigmas.float()])
+        want = probs if p is not None else torch.full((3,), 1 / 3, dtype=torch.float64)
+        assert float(freq.sum()) == pytest.approx(1.0)
+        assert ((freq - want).abs() < 4 * (want * (1 - want) / 60000).sqrt()).all()
+    for bad in (torch.tensor([0.5, 0.5]), torch.tensor([0.5, -0.1, 0.6]), torch.zeros(3)):
+        with pytest.raises(ValueError, match="probs must be 3"):
+            DenoisingScoreMatching(LEVELS, bad)

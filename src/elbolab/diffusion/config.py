@@ -54,6 +54,7 @@ class Spacing(str, enum.Enum):
     TRAILING = "trailing"  # starts at t = T: T, T - k, ...
     LOGSNR = "logsnr"  # fractional t, uniform in log-SNR (the ODE solvers' grid, Lu et al. 2022)
     KARRAS = "karras"  # fractional t, sigma_i^(1/rho) uniform with rho = 7 (Karras et al. 2022, eq. 5)
+    ANGLE = "angle"  # fractional t, uniform in atan(sigma_VE): a cosine-schedule DDPM's trailing grid, any schedule
 
 
 class ReverseSampler(str, enum.Enum):

@@ -36,6 +36,12 @@ also DPM-Solver's lower-order final step). The grid comes from ``spacing`` (:cla
   cosine schedule: ~2e4 at T = 1000) starts at the time t_0 < T where sigma_VE = 80, from x_T ~ N(0, I) (the
   signal fraction alpha^2 = 1.6e-4 there): without the cap rho = 7 spends the first steps at sigma ~ 1e4 and
   leaves one giant last jump (8.6 -> 0.02 with 5 steps), which Heun's correction amplifies by s_hat / (2 s_next).
+- ``angle``: uniform in the angle phi = atan(sigma_VE) from t = T down to ``t_min``. On the cosine schedule
+  (Nichol & Dhariwal 2021, offset s -> 0) alpha_bar = cos^2(phi) with phi = pi t / (2 T), so this is the DDPM's
+  uniform (trailing) grid carried to any other diffusion: on the VE levels of an NCSN
+  (:mod:`elbolab.score.ve`, geometric in sigma) it puts the steps where a cosine DDPM's sampler puts them
+  (Delta ln sigma = 2 Delta phi / sin(2 phi): finest at sigma = 1), where ``logsnr`` and ``trailing`` there
+  spread them evenly in ln sigma.
 
 The fractional grids are in the continuous time of :meth:`GaussianDiffusion.alpha_bar_at` and end at the
 stated ``t_min`` (default :data:`DEFAULT_T_MIN` = 1, the least noisy step the discrete network was trained on).
@@ -179,6 +185,10 @@ def time_grid(
     if spacing is TimeSpacing.LOGSNR:
         lo, hi = diffusion.log_snr_at(float(T)), diffusion.log_snr_at(t_min)
         ts = diffusion.schedule.t_from_log_snr(lo + u * (hi - lo))
+    elif spacing is TimeSpacing.ANGLE:
+        phi_max = math.atan(float(diffusion.sigma_ve_at(float(T))))
+        phi_min = math.atan(float(diffusion.sigma_ve_at(t_min)))
+        ts = diffusion.t_from_sigma_ve(torch.tan(phi_max + u * (phi_min - phi_max)))
     else:
         if not (isinstance(rho, (int, float)) and not isinstance(rho, bool) and rho > 0):
             raise ValueError(f"rho = {rho!r} must be a number > 0 (Karras et al. 2022 use rho = 7)")
@@ -194,7 +204,7 @@ def time_grid(
         sig = (s_max ** (1 / rho) + u * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
         ts = diffusion.t_from_sigma_ve(sig)
     out = ts.tolist()
-    out[0], out[-1] = (float(T) if spacing is TimeSpacing.LOGSNR else t_0), t_min  # exact ends (inversion rounds)
+    out[0], out[-1] = (t_0 if spacing is TimeSpacing.KARRAS else float(T)), t_min  # exact ends (inversion rounds)
     return [*out, 0]
 
 

@@ -20,8 +20,8 @@ from elbolab.families.ddpm import check_guidance, conditional_objective, prepare
 from elbolab.nn.config import UNetConfig
 from elbolab.nn.unet import build_unet
 from elbolab.objectives import Objective
-from elbolab.score import (NCSN, DenoisingScoreMatching, annealed_langevin, choose_eps, levels_from_config,
-                           resolve_score_config)
+from elbolab.score import (NCSN, DenoisingScoreMatching, annealed_langevin, choose_eps, level_probabilities,
+                           levels_from_config, resolve_score_config)
 from elbolab.score.config import ScoreConfig
 from elbolab.score.ve import ncsn_as_diffusion
 
@@ -102,8 +102,10 @@ class NCSNFamily(ModelFamily):
 
     def build_objective(self, cfg: RunConfig) -> Objective:
         m = cfg.model
-        return conditional_objective(DenoisingScoreMatching(levels_from_config(m.score)), m.unet.num_classes,
-                                     m.score.p_uncond)
+        levels = levels_from_config(m.score)
+        probs = None if m.score.level_sampling == "uniform" else level_probabilities(levels, m.score.level_sampling)
+        dsm = DenoisingScoreMatching(levels, probs)  # uniform: i ~ U{1..L} by randint, as before the option
+        return conditional_objective(dsm, m.unet.num_classes, m.score.p_uncond)
 
     def sample(self, cfg: RunConfig, model: nn.Module, n: int, generator: torch.Generator,
                request: SampleRequest) -> SampleBatch:

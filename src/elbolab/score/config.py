@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from elbolab.config import ConfigError, check_range
+from elbolab.config import ConfigError, check_choice, check_range
+
+#: how the training level i is drawn (:func:`elbolab.score.noise_levels.level_probabilities`)
+LEVEL_SAMPLING = ("uniform", "cosine")
 
 
 @dataclass
@@ -27,6 +30,10 @@ class ScoreConfig:
     # the network sees x~ / sqrt(1 + sigma^2) (EDM's c_in, = the DDPM's x_t); False = the original NCSN input x~
     # (the default, so runs trained before this option load unchanged; the presets turn it on)
     scale_input: bool = False
+    # the training distribution of the level i: "uniform" (i ~ U{1..L}, Song & Ermon 2019, 2020) or "cosine"
+    # (p_i proportional to sech(ln sigma_i): the density of ln sigma that the cosine schedule's uniform t gives a
+    # DDPM, Nichol & Dhariwal 2021); default uniform so runs trained before this option load unchanged
+    level_sampling: str = "uniform"
 
     def validate(self, prefix: str) -> None:
         check_range(self, prefix, positive=("sigma_L", "steps_per_level"),
@@ -36,5 +43,6 @@ class ScoreConfig:
         if self.sigma_1 and self.sigma_1 <= self.sigma_L:
             raise ConfigError(f"{prefix}.sigma_1 = {self.sigma_1!r} must exceed {prefix}.sigma_L = "
                               f"{self.sigma_L!r} (or be 0 = automatic)")
+        check_choice(self.level_sampling, LEVEL_SAMPLING, f"{prefix}.level_sampling")
         if not 0.0 <= self.p_uncond < 1.0:
             raise ConfigError(f"{prefix}.p_uncond = {self.p_uncond!r} must be in [0, 1)")

@@ -11,7 +11,8 @@ objective of NCSN weights the levels by lambda(sigma) = sigma^2, which makes eve
 
     L(theta) = (1 / L) sum_i lambda(sigma_i) l(theta; sigma_i) = 1/2 E_{i, x, z} || sigma_i s_theta(x~, sigma_i) + z ||^2.
 
-Here the level i ~ U{1..L} is drawn per example and the squared norm is averaged over the D data dimensions
+Here the level i ~ U{1..L} is drawn per example (or from other level probabilities p_i,
+:func:`elbolab.score.noise_levels.level_probabilities`: the sum over levels then weights each by L p_i) and the squared norm is averaged over the D data dimensions
 (the paper sums them; the minimiser is the same, and a per-dimension loss keeps learning rates and gradient
 clipping comparable across image sizes): a score of 0 scores 1/2 at every level.
 """
@@ -41,19 +42,30 @@ def dsm_loss(score: Tensor, noise: Tensor, sigma: Tensor) -> Tensor:
 class DenoisingScoreMatching(Objective):
     """The NCSN training objective for the Trainer (implements :class:`elbolab.objectives.Objective`).
 
-    ``loss(model, x, y, generator)``: i ~ U{1..L} and z ~ N(0, I) per example (from ``generator``), x~ = x +
-    sigma_i z, and the mean over the batch of :func:`dsm_loss` of ``model(x~, sigma_i, y)``. Metrics: ``loss``.
+    ``loss(model, x, y, generator)``: i ~ U{1..L} (or i ~ ``probs``: ``(L,)``, index 0 = sigma_1) and z ~ N(0, I)
+    per example (from ``generator``), x~ = x + sigma_i z, and the mean over the batch of :func:`dsm_loss` of
+    ``model(x~, sigma_i, y)``. Metrics: ``loss``.
     """
 
-    def __init__(self, levels: NoiseLevels) -> None:
+    def __init__(self, levels: NoiseLevels, probs: torch.Tensor | None = None) -> None:
         if not isinstance(levels, NoiseLevels):
             raise TypeError(f"levels must be NoiseLevels, got {type(levels).__name__}")
         self.levels = levels
+        self.probs = None
+        if probs is not None:
+            p = torch.as_tensor(probs, dtype=torch.float64).reshape(-1)
+            if p.numel() != levels.L or not bool(torch.isfinite(p).all()) or bool((p < 0).any()) or not p.sum() > 0:
+                raise ValueError(f"probs must be {levels.L} finite non-negative level probabilities with a positive "
+                                 f"sum, got {p.tolist()}")
+            self.probs = p / p.sum()
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor | None, generator: torch.Generator) -> LossOutput:
         """x: (B, C, H, W) in [-1, 1] (or (B, D) toy data); y: (B,) long labels or None."""
         B = x.shape[0]
-        i = torch.randint(0, self.levels.L, (B,), generator=generator, device=x.device)
+        if self.probs is None:
+            i = torch.randint(0, self.levels.L, (B,), generator=generator, device=x.device)
+        else:
+            i = torch.multinomial(self.probs.to(x.device), B, replacement=True, generator=generator)
         sigma = self.levels.sigmas.to(device=x.device, dtype=torch.float32)[i]
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         x_tilde = x + append_dims(sigma.to(x.dtype), x.ndim) * noise

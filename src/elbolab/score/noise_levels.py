@@ -38,7 +38,8 @@ from statistics import NormalDist
 import torch
 from torch import Tensor
 
-from elbolab.score.config import ScoreConfig
+from elbolab.config import check_choice
+from elbolab.score.config import LEVEL_SAMPLING, ScoreConfig
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ __all__ = [
     "NoiseLevels",
     "choose_eps",
     "langevin_variance_ratio",
+    "level_probabilities",
     "levels_from_config",
     "max_pairwise_distance",
     "num_levels_for_ratio",
@@ -255,6 +257,26 @@ def resolve_score_config(cfg: ScoreConfig, data: Tensor | None = None, *, dim: i
                     eps, cfg.steps_per_level,
                     langevin_variance_ratio(eps, cfg.steps_per_level, levels.gamma, cfg.sigma_L))
     return dataclasses.replace(cfg, sigma_1=float(sigma_1), num_levels=int(L), eps=float(eps))
+
+
+def level_probabilities(levels: NoiseLevels, kind: str = "uniform") -> Tensor:
+    """The training distribution of the level index, float64 ``(L,)`` summing to 1 (index 0 = sigma_1).
+
+    - ``"uniform"``: p_i = 1 / L, the i ~ U{1..L} of Song & Ermon 2019 (their eq. 6) and 2020.
+    - ``"cosine"``: p_i proportional to sech(ln sigma_i). A DDPM on the cosine schedule (Nichol & Dhariwal 2021,
+      offset s -> 0) has alpha_bar(t) = cos^2(pi t / 2), i.e. VE noise sigma = sqrt(1 - alpha_bar) / sqrt(alpha_bar) =
+      tan(pi t / 2) (the VE <-> VP map of :mod:`elbolab.score.ve`), so t ~ U(0, 1) gives u = ln sigma the
+      hyperbolic-secant density sech(u) / pi (CDF (2 / pi) atan(e^u)): three quarters of the draws in
+      0.2 < sigma < 5. On geometric levels (evenly spaced in u) the weights sech(u_i) are that density restricted
+      to [sigma_L, sigma_1]. With lambda(sigma) = sigma^2 unchanged, the objective's minimiser at every level is the
+      same score; only the share of the training each level gets moves (towards the levels a few-step sampler
+      spends its steps on, as the DDPM's training does).
+    """
+    check_choice(kind, LEVEL_SAMPLING, "level_sampling")
+    if kind == "uniform":
+        return torch.full((levels.L,), 1.0 / levels.L, dtype=torch.float64)
+    w = 1.0 / torch.cosh(torch.log(levels.sigmas))
+    return w / w.sum()
 
 
 def levels_from_config(cfg: ScoreConfig) -> NoiseLevels:
