@@ -16,7 +16,7 @@ from elbolab.families.ncsn import NCSNConfig
 from elbolab.nn.config import unet_preset
 from elbolab.score.config import ScoreConfig
 from elbolab.score import NCSN, DenoisingScoreMatching, choose_eps, max_pairwise_distance, ratio_rule
-from elbolab.score.noise_levels import num_levels_for_ratio
+from elbolab.score.noise_levels import NoiseLevels, level_probabilities, num_levels_for_ratio
 
 
 def _tiny(family: str, **kw) -> RunConfig:
@@ -116,6 +116,14 @@ def test_presets():
     ncsn = preset("ncsn-mnist")
     assert ncsn.family == "ncsn" and ncsn.sample.sampler == "annealed_langevin"
     assert ncsn.model.score.sigma_1 == 0 and ncsn.model.score.num_levels == 0 and ncsn.model.score.eps == 0  # the rules decide
+    assert ncsn.model.score.level_sampling == "cosine"
+    resolved = dataclasses.replace(ncsn, model=dataclasses.replace(ncsn.model, score=dataclasses.replace(
+        ncsn.model.score, num_levels=12, sigma_1=20.0, sigma_L=0.05, eps=1e-5)))
+    dsm = get_family("ncsn").build_objective(resolved).objective
+    torch.testing.assert_close(dsm.probs, level_probabilities(NoiseLevels.geometric(20.0, 0.05, 12), "cosine"))
+    uniform = dataclasses.replace(resolved, model=dataclasses.replace(resolved.model, score=dataclasses.replace(
+        resolved.model.score, level_sampling="uniform")))
+    assert get_family("ncsn").build_objective(uniform).objective.probs is None  # i ~ U{1..L} by randint
     assert isinstance(get_family("ncsn").build_model(dataclasses.replace(ncsn, model=dataclasses.replace(
         ncsn.model, score=ScoreConfig(num_levels=4, sigma_1=10.0, eps=1e-5)))), NCSN)
     assert ClassifierFreeGuidance  # the wrapper the families use
