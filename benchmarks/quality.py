@@ -394,6 +394,14 @@ def grids_png(grids: dict[str, torch.Tensor], path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def families_header(minutes: float) -> str:
+    """The paragraph above the families table (``--all-presets`` and ``--merge``)."""
+    return (f"Every family on full MNIST, {minutes:g} training minutes each (one thread, two at a time); "
+            "FID/KID/IS/precision/recall of n samples against the training set in the shipped MNIST feature "
+            "space; NLL in bits/dim on 8-bit test images with its kind (ELBO: the family's bound; IWAE-5000: "
+            "the importance-weighted bound, discretised decoder; exact: PixelCNN).\n\n")
+
+
 def all_presets(args: argparse.Namespace, settings: EvalSettings, argv: list[str] | None) -> int:
     wanted = [f for f in args.families.split(",") if f] if args.families else [fp.family for fp in FAMILY_PRESETS]
     unknown = sorted(set(wanted) - {fp.family for fp in FAMILY_PRESETS})
@@ -420,10 +428,7 @@ def all_presets(args: argparse.Namespace, settings: EvalSettings, argv: list[str
         rows.append(row)
         grids[fp.name] = images
         extras.append(extra)
-        header = (f"Every family on full MNIST, {args.minutes:g} training minutes each (one thread, two at a time); "
-                  "FID/KID/IS/precision/recall of n samples against the training set in the shipped MNIST feature "
-                  "space; NLL in bits/dim on 8-bit test images with its kind (ELBO: the family's bound; IWAE-5000: "
-                  "the importance-weighted bound, discretised decoder; exact: PixelCNN).\n\n")
+        header = families_header(args.minutes)
         atomic_write_text(out.with_suffix(".md"), header + format_quality_table(rows) + "\n\n" +
                           rows_detail(extras[1:]) + "\n")
         atomic_write_text(out.with_suffix(".json"), json.dumps(
@@ -440,7 +445,16 @@ def merge_tables(base_path: Path, part_path: Path, out: Path, argv: list[str] | 
     ``--all-presets --families ...`` JSON) scored put in their place, matched by row name; the floor row and
     every other row stay as they were. Writes ``out.{md,json}``; the JSON keeps both tables' commands and hosts
     as ``sources`` and names the replaced rows. The grids PNG is the part table's own (``part_path`` .png)."""
-    base, part = json.loads(base_path.read_text()), json.loads(part_path.read_text())
+    tables = []
+    for path in (base_path, part_path):
+        try:
+            table = json.loads(path.read_text())
+            if not (table["rows"] and len(table["rows"]) == len(table["extra"]) and "minutes" in table):
+                raise KeyError("rows / extra / minutes")
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise SystemExit(f"--merge: {path} is not a readable --all-presets JSON ({e})") from None
+        tables.append(table)
+    base, part = tables
     names = [e.get("row") for e in part["extra"][1:]]
     new = dict(zip(names, zip(part["rows"][1:], part["extra"][1:])))
     rows, extras, replaced = [base["rows"][0]], [base["extra"][0]], []
@@ -457,10 +471,7 @@ def merge_tables(base_path: Path, part_path: Path, out: Path, argv: list[str] | 
     sources = base.get("sources") or [{k: base.get(k) for k in ("command", "host", "minutes")}]
     sources = [*sources, {"command": part.get("command"), "host": part.get("host"), "minutes": part.get("minutes"),
                           "rows": replaced}]
-    header = (f"Every family on full MNIST, {base['minutes']:g} training minutes each (one thread, two at a time); "
-              "FID/KID/IS/precision/recall of n samples against the training set in the shipped MNIST feature "
-              "space; NLL in bits/dim on 8-bit test images with its kind (ELBO: the family's bound; IWAE-5000: "
-              "the importance-weighted bound, discretised decoder; exact: PixelCNN).\n\n"
+    header = (families_header(base["minutes"]) +
               f"Rows {', '.join(replaced)} retrained and scored by `{part.get('command')}` on "
               f"{(part.get('host') or {}).get('cpu', 'an unnamed host')} (grids: `{part_path.with_suffix('.png')}`); "
               "the rest by the commands in the JSON's `sources`.\n\n")
@@ -519,14 +530,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.all_presets:
         return all_presets(args, settings, argv)
 
-    from elbolab.config import _parse_scalar
+    from elbolab.config import ConfigError, parse_options
 
-    options = {}
-    for item in args.option:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--option {item!r}: expected KEY=VALUE, e.g. --option spacing=angle")
-        options[key.strip()] = _parse_scalar(value.strip())
+    try:
+        options = parse_options(args.option)
+    except ConfigError as e:
+        raise SystemExit(str(e)) from None
     rows, floor_meta = [], []
     t0 = time.perf_counter()
     row, meta = floor_row(args.dataset, args.data_dir, args.n, settings)

@@ -173,3 +173,12 @@ def test_run_format_1_config_upgrades(tmp_path):
 def test_bad_vae_values_name_the_field(item, fragment):
     with pytest.raises(C.ConfigError, match=fragment):
         C.apply_overrides(C.preset("hvae-burda-mnist"), [item])
+
+
+def test_parse_options_reads_toml_scalars_and_names_a_bad_item():
+    assert C.parse_options(["eta=0.5", "steps=25", "spacing=angle", "clip_x0=false"]) == {
+        "eta": 0.5, "steps": 25, "spacing": "angle", "clip_x0": False}
+    assert C.parse_options(None) == {}
+    for bad in ("eta", "=3"):
+        with pytest.raises(C.ConfigError, match=f"--option '{bad}': expected key=value"):
+            C.parse_options([bad])

@@ -111,14 +111,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _sampler_options(args: argparse.Namespace) -> dict:
     """``--steps``, ``--eta`` and every ``--option key=value`` as sampler options (checked by the run's family)."""
-    from elbolab.config import ConfigError, _parse_scalar
+    from elbolab.config import parse_options
 
-    options = {"steps": getattr(args, "steps", None), "eta": getattr(args, "eta", None)}
-    for item in getattr(args, "option", None) or []:
-        if "=" not in item:
-            raise ConfigError(f"--option {item!r}: expected key=value, e.g. --option eta=0.5")
-        key, value = item.split("=", 1)
-        options[key.strip()] = _parse_scalar(value.strip())
+    options = {"steps": getattr(args, "steps", None), "eta": getattr(args, "eta", None),
+               **parse_options(getattr(args, "option", None))}
     return {k: v for k, v in options.items() if v is not None}
 
 

@@ -395,6 +395,19 @@ def to_dict(obj: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------
 # --set overrides
 # --------------------------------------------------------------------------------------------------
+def parse_options(items: list[str] | None, flag: str = "--option") -> dict[str, Any]:
+    """``["key=value", ...]`` (a CLI's repeated ``flag``) as ``{key: value}``, each value parsed as a TOML scalar
+    (``3`` an int, ``0.5`` a float, ``true`` a bool, else the string); a :class:`ConfigError` names an item
+    without ``=``."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} {item!r}: expected key=value, e.g. {flag} eta=0.5")
+        out[key.strip()] = _parse_scalar(value.strip())
+    return out
+
+
 def _parse_scalar(text: str) -> Any:
     """Parse the right-hand side of ``--set key=value`` as a TOML value, falling back to a bare string."""
     try:
@@ -530,4 +543,5 @@ def load_run_config(spec: str) -> RunConfig:
 
 __all__ = ["ConfigError", "DataConfig", "LRSchedule", "Precision", "RunConfig", "SampleConfig", "TrainConfig",
            "apply_overrides", "check_choice", "check_range", "coerce", "dumps_toml", "from_dict", "load_run_config",
+           "parse_options",
            "load_toml", "preset", "preset_names", "preset_path", "save_toml", "to_dict", "validate"]

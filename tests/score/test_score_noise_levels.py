@@ -121,7 +121,9 @@ def test_level_probabilities_cosine_is_the_cosine_schedules_density_of_ln_sigma(
     # within 3 % at every level, and far from uniform
     torch.testing.assert_close(p, freq, rtol=0.03, atol=0)
     assert float(p.max() / p.min()) > 9.0
-    with pytest.raises(Exception, match="'uniform', 'cosine'"):
+    from elbolab.config import ConfigError
+
+    with pytest.raises(ConfigError, match="level_sampling = 'lognormal' is not valid: expected one of 'uniform', 'cosine'"):
         level_probabilities(lv, "lognormal")
-    with pytest.raises(Exception, match="level_sampling = 'sech'"):
+    with pytest.raises(ConfigError, match="model.score.level_sampling = 'sech' is not valid"):
         ScoreConfig(level_sampling="sech").validate("model.score")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from elbolab.config import RunConfig, check_range
+from elbolab.config import RunConfig, check_range, coerce
 from elbolab.families import register
 from elbolab.families.base import ModelFamily, SampleBatch, SampleRequest, SamplerSpec, options_kwargs
 from elbolab.families.ddpm import check_guidance, conditional_objective, prepare_sampling, solver_specs, unet_for_data
@@ -22,7 +22,7 @@ from elbolab.nn.unet import build_unet
 from elbolab.objectives import Objective
 from elbolab.score import (NCSN, DenoisingScoreMatching, annealed_langevin, choose_eps, level_probabilities,
                            levels_from_config, resolve_score_config)
-from elbolab.score.config import ScoreConfig
+from elbolab.score.config import LevelSampling, ScoreConfig
 from elbolab.score.ve import ncsn_as_diffusion
 
 logger = logging.getLogger(__name__)
@@ -103,7 +103,8 @@ class NCSNFamily(ModelFamily):
     def build_objective(self, cfg: RunConfig) -> Objective:
         m = cfg.model
         levels = levels_from_config(m.score)
-        probs = None if m.score.level_sampling == "uniform" else level_probabilities(levels, m.score.level_sampling)
+        kind = coerce(m.score.level_sampling, LevelSampling, "model.score.level_sampling")
+        probs = None if kind is LevelSampling.UNIFORM else level_probabilities(levels, kind)
         dsm = DenoisingScoreMatching(levels, probs)  # uniform: i ~ U{1..L} by randint, as before the option
         return conditional_objective(dsm, m.unet.num_classes, m.score.p_uncond)
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
-from elbolab.config import ConfigError, check_choice, check_range
+from elbolab.config import ConfigError, check_range, coerce
 
-#: how the training level i is drawn (:func:`elbolab.score.noise_levels.level_probabilities`)
-LEVEL_SAMPLING = ("uniform", "cosine")
+
+class LevelSampling(str, enum.Enum):
+    """How the training level i is drawn (:func:`elbolab.score.noise_levels.level_probabilities`)."""
+
+    UNIFORM = "uniform"  # i ~ U{1..L} (Song & Ermon 2019, 2020)
+    COSINE = "cosine"  # p_i proportional to sech(ln sigma_i): a cosine-schedule DDPM's share of each level
 
 
 @dataclass
@@ -33,7 +38,7 @@ class ScoreConfig:
     # the training distribution of the level i: "uniform" (i ~ U{1..L}, Song & Ermon 2019, 2020) or "cosine"
     # (p_i proportional to sech(ln sigma_i): the density of ln sigma that the cosine schedule's uniform t gives a
     # DDPM, Nichol & Dhariwal 2021); default uniform so runs trained before this option load unchanged
-    level_sampling: str = "uniform"
+    level_sampling: LevelSampling = LevelSampling.UNIFORM
 
     def validate(self, prefix: str) -> None:
         check_range(self, prefix, positive=("sigma_L", "steps_per_level"),
@@ -43,6 +48,6 @@ class ScoreConfig:
         if self.sigma_1 and self.sigma_1 <= self.sigma_L:
             raise ConfigError(f"{prefix}.sigma_1 = {self.sigma_1!r} must exceed {prefix}.sigma_L = "
                               f"{self.sigma_L!r} (or be 0 = automatic)")
-        check_choice(self.level_sampling, LEVEL_SAMPLING, f"{prefix}.level_sampling")
+        self.level_sampling = coerce(self.level_sampling, LevelSampling, f"{prefix}.level_sampling")
         if not 0.0 <= self.p_uncond < 1.0:
             raise ConfigError(f"{prefix}.p_uncond = {self.p_uncond!r} must be in [0, 1)")

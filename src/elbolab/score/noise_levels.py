@@ -38,8 +38,8 @@ from statistics import NormalDist
 import torch
 from torch import Tensor
 
-from elbolab.config import check_choice
-from elbolab.score.config import LEVEL_SAMPLING, ScoreConfig
+from elbolab.config import coerce
+from elbolab.score.config import LevelSampling, ScoreConfig
 
 logger = logging.getLogger(__name__)
 
@@ -259,7 +259,7 @@ def resolve_score_config(cfg: ScoreConfig, data: Tensor | None = None, *, dim: i
     return dataclasses.replace(cfg, sigma_1=float(sigma_1), num_levels=int(L), eps=float(eps))
 
 
-def level_probabilities(levels: NoiseLevels, kind: str = "uniform") -> Tensor:
+def level_probabilities(levels: NoiseLevels, kind: LevelSampling | str = LevelSampling.UNIFORM) -> Tensor:
     """The training distribution of the level index, float64 ``(L,)`` summing to 1 (index 0 = sigma_1).
 
     - ``"uniform"``: p_i = 1 / L, the i ~ U{1..L} of Song & Ermon 2019 (their eq. 6) and 2020.
@@ -272,8 +272,7 @@ def level_probabilities(levels: NoiseLevels, kind: str = "uniform") -> Tensor:
       same score; only the share of the training each level gets moves (towards the levels a few-step sampler
       spends its steps on, as the DDPM's training does).
     """
-    check_choice(kind, LEVEL_SAMPLING, "level_sampling")
-    if kind == "uniform":
+    if coerce(kind, LevelSampling, "level_sampling") is LevelSampling.UNIFORM:
         return torch.full((levels.L,), 1.0 / levels.L, dtype=torch.float64)
     w = 1.0 / torch.cosh(torch.log(levels.sigmas))
     return w / w.sum()
