@@ -394,6 +394,69 @@ def grids_png(grids: dict[str, torch.Tensor], path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def split_panels(path: Path) -> list[Any]:
+    """The titled panels of a :func:`grids_png` figure, left to right, as (H, W, 3) uint8 arrays: the maximal runs
+    of columns that are not all white (gaps under 3 columns, e.g. between title letters, do not split), each
+    cropped to its non-white rows."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as im:
+        rgb = np.asarray(im.convert("RGB"))
+    ink = (rgb < 245).any(axis=2)
+    cols = ink.any(axis=0)
+    spans, start, gap = [], None, 0
+    for x, c in enumerate([*cols, False, False, False]):
+        if c:
+            start, gap = (x if start is None else start), 0
+        elif start is not None:
+            gap += 1
+            if gap == 3:
+                spans.append((start, x - 2))
+                start = None
+    panels = []
+    for a, b in spans:
+        rows = np.flatnonzero(ink[:, a:b].any(axis=1))
+        panels.append(rgb[rows[0]:rows[-1] + 1, a:b])
+    return panels
+
+
+def merge_grids_png(base: tuple[Path, list[str]], part: tuple[Path, list[str]], names: list[str], out: Path) -> bool:
+    """The merged table's grids figure: the panel of each row in ``names`` from the part figure when the part
+    scored it, else from the base figure (``(png, row names in panel order)`` each), side by side on white.
+    Returns False (and writes nothing) when a figure is missing or its panel count does not match its rows."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from elbolab.io import atomic_write_bytes
+
+    found: dict[str, Any] = {}
+    for png, rows in (base, part):
+        if not png.is_file():
+            logger.warning("merge: no grids figure %s; %s not written", png, out)
+            return False
+        panels = split_panels(png)
+        if len(panels) != len(rows):
+            logger.warning("merge: %s has %d panels for %d rows %s; %s not written", png, len(panels), len(rows),
+                           rows, out)
+            return False
+        found.update(zip(rows, panels))
+    chosen = [found[n] for n in names if n in found]
+    pad = 16
+    height = max(p.shape[0] for p in chosen) + 2 * pad
+    canvas = np.full((height, sum(p.shape[1] for p in chosen) + pad * (len(chosen) + 1), 3), 255, dtype=np.uint8)
+    x = pad
+    for p in chosen:
+        canvas[pad:pad + p.shape[0], x:x + p.shape[1]] = p
+        x += p.shape[1] + pad
+    buf = io.BytesIO()
+    Image.fromarray(canvas).save(buf, format="PNG")
+    atomic_write_bytes(out, buf.getvalue())
+    return True
+
+
 def families_header(minutes: float) -> str:
     """The paragraph above the families table (``--all-presets`` and ``--merge``)."""
     return (f"Every family on full MNIST, {minutes:g} training minutes each (one thread, two at a time); "
@@ -444,7 +507,8 @@ def merge_tables(base_path: Path, part_path: Path, out: Path, argv: list[str] | 
     """The families table ``base_path`` (JSON of ``--all-presets``) with the rows that ``part_path`` (another
     ``--all-presets --families ...`` JSON) scored put in their place, matched by row name; the floor row and
     every other row stay as they were. Writes ``out.{md,json}``; the JSON keeps both tables' commands and hosts
-    as ``sources`` and names the replaced rows. The grids PNG is the part table's own (``part_path`` .png)."""
+    as ``sources`` and names the replaced rows, and ``out.png`` with each row's grid from the figure of the table
+    that scored it (:func:`merge_grids_png`)."""
     tables = []
     for path in (base_path, part_path):
         try:
@@ -471,9 +535,14 @@ def merge_tables(base_path: Path, part_path: Path, out: Path, argv: list[str] | 
     sources = base.get("sources") or [{k: base.get(k) for k in ("command", "host", "minutes")}]
     sources = [*sources, {"command": part.get("command"), "host": part.get("host"), "minutes": part.get("minutes"),
                           "rows": replaced}]
+    row_names = lambda t: [e.get("row") for e in t["extra"][1:]]  # noqa: E731
+    merged_png = merge_grids_png((base_path.with_suffix(".png"), row_names(base)),
+                                 (part_path.with_suffix(".png"), row_names(part)), row_names({"extra": extras}),
+                                 out.with_suffix(".png"))
     header = (families_header(base["minutes"]) +
               f"Rows {', '.join(replaced)} retrained and scored by `{part.get('command')}` on "
-              f"{(part.get('host') or {}).get('cpu', 'an unnamed host')} (grids: `{part_path.with_suffix('.png')}`); "
+              f"{(part.get('host') or {}).get('cpu', 'an unnamed host')} (grids: `{part_path.with_suffix('.png')}`"
+              f"{', also in ' + repr(str(out.with_suffix('.png'))) if merged_png else ''}); "
               "the rest by the commands in the JSON's `sources`.\n\n")
     table = [QualityRow(**r) for r in rows]
     atomic_write_text(out.with_suffix(".md"), header + format_quality_table(table) + "\n\n" +

@@ -6,7 +6,8 @@ import torch
 
 from elbolab.gan.config import GANArchitecture, GANConfig, GANNorm
 from elbolab.gan import GAN, build_gan, sample_gan
-from elbolab.nn.gan_nets import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator, dcgan_stages
+from elbolab.nn.gan_nets import (DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator, StretchedTanh,
+                                 dcgan_stages)
 
 CASES = [  # (architecture, data shape, classes, norm)
     (GANArchitecture.DCGAN, (1, 28, 28), 0, GANNorm.PIXEL),
@@ -82,9 +83,47 @@ def test_labels_condition_both_networks():
     (lambda: MLPDiscriminator((2, 0)), "data_shape"),
     (lambda: GAN(MLPGenerator(4, (2,), num_classes=2), MLPDiscriminator((2,)), 4, 2), "discriminator has num_classes"),
     (lambda: build_gan(GANConfig(), data_shape=(2,)), "mlp"),
+    (lambda: StretchedTanh(0.9), r"stretch = 0\.9 must be a finite number >= 1"),
+    (lambda: StretchedTanh(float("inf")), "finite"),
+    (lambda: GANConfig(output_stretch=0.5).validate("model.gan"), r"model\.gan\.output_stretch = 0\.5 must be"),
     (lambda: sample_gan(_gan(*CASES[0]), 2, torch.Generator(), labels=1), "unconditional"),
     (lambda: sample_gan(_gan(*CASES[2]), 2, torch.Generator(), labels=10), "classes 0..9"),
 ])
 def test_bad_input_is_a_clear_error(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_stretched_tanh_reaches_black_and_white_at_finite_input():
+    """stretch = 1 is tanh exactly; stretch = 1.1 is 1.1 tanh inside (-atanh(1/1.1), atanh(1/1.1)) = +-1.5223, with
+    slope 1.1 (1 - tanh^2) there, and exactly -1 / +1 beyond: the 8-bit background level is reachable."""
+    h = torch.linspace(-4, 4, 801, dtype=torch.float64, requires_grad=True)
+    assert torch.equal(StretchedTanh(1.0)(h), torch.tanh(h))
+    x = StretchedTanh(1.1)(h)
+    edge = float(torch.atanh(torch.tensor(1 / 1.1, dtype=torch.float64)))
+    assert edge == pytest.approx(1.5223, abs=1e-4)
+    inside, outside = h.abs() < edge - 1e-9, h.abs() > edge + 1e-9
+    torch.testing.assert_close(x[inside], 1.1 * torch.tanh(h[inside]))
+    assert torch.equal(x[outside], torch.sign(h[outside]))
+    x.sum().backward()
+    torch.testing.assert_close(h.grad[inside], 1.1 * (1 - torch.tanh(h[inside]) ** 2))
+    assert torch.all(h.grad[inside] > 0.19) and torch.all(h.grad[outside] == 0)
+    # plain tanh never rounds to the last 8-bit level before h = -3.1; the stretched one from h = -1.51 on
+    to_level = lambda v: torch.round((v + 1) * 127.5)  # noqa: E731
+    assert to_level(torch.tanh(torch.tensor(-3.0))) == 1 and to_level(StretchedTanh(1.1)(torch.tensor(-1.52))) == 0
+
+
+@pytest.mark.parametrize("arch", [GANArchitecture.DCGAN, GANArchitecture.MLP])
+def test_output_stretch_reaches_the_generators_output(arch):
+    """gan.output_stretch is the generator's last layer: same weights, outputs = clamp(1.1 tanh(h)) of the plain
+    generator's atanh(output) (default 1 keeps old runs' tanh)."""
+    torch.manual_seed(0)
+    plain = build_gan(GANConfig(architecture=arch, latent_dim=8, g_channels=4, d_channels=4, hidden=16),
+                      data_shape=(1, 28, 28))
+    stretched = build_gan(GANConfig(architecture=arch, latent_dim=8, g_channels=4, d_channels=4, hidden=16,
+                                    output_stretch=1.1), data_shape=(1, 28, 28))
+    stretched.load_state_dict(plain.state_dict())
+    z = torch.randn(4, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        a, b = plain.eval()(z), stretched.eval()(z)
+    torch.testing.assert_close(b, (1.1 * a).clamp(-1, 1))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 
 from elbolab.config import check_range
@@ -57,8 +58,12 @@ class GANConfig:
     d_lr: float = 0.0
     spectral_norm: bool = False  # spectral normalisation of every D layer (Miyato et al. 2018)
     r1_gamma: float = 0.0  # R1 penalty gamma/2 E ||grad D(x_real)||^2 (Mescheder et al. 2018); 0 = off
+    output_stretch: float = 1.0  # image output clamp(stretch * tanh(h), -1, 1): > 1 reaches exact black/white
 
     def validate(self, prefix: str) -> None:
         check_range(self, prefix, positive=("in_channels", "image_size", "latent_dim", "g_channels", "d_channels",
                                             "hidden", "depth", "n_critic"),
                     non_negative=("num_classes", "gp_weight", "g_lr", "d_lr", "r1_gamma"))
+        if not (math.isfinite(self.output_stretch) and self.output_stretch >= 1.0):
+            raise ValueError(f"{prefix}.output_stretch = {self.output_stretch!r} must be a finite number >= 1 (1 = plain tanh; "
+                             "1.1 reaches exact black and white at |h| = 1.52)")

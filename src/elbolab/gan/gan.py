@@ -117,10 +117,12 @@ def build_gan(cfg: GANConfig, data_shape: Sequence[int] | None = None) -> GAN:
             raise ValueError(f"gan.architecture = 'dcgan' needs square images (C, S, S), got data shape {shape}; "
                              "use 'mlp' for toy data")
         c, s, _ = shape
-        g: nn.Module = DCGANGenerator(cfg.latent_dim, c, s, cfg.g_channels, cfg.num_classes, cfg.g_norm)
+        g: nn.Module = DCGANGenerator(cfg.latent_dim, c, s, cfg.g_channels, cfg.num_classes, cfg.g_norm,
+                                         output_stretch=cfg.output_stretch)
         d: nn.Module = DCGANDiscriminator(c, s, cfg.d_channels, cfg.num_classes, spectral_norm=sn)
     else:
-        g = MLPGenerator(cfg.latent_dim, shape, cfg.hidden, cfg.depth, cfg.num_classes, tanh_output=len(shape) == 3)
+        g = MLPGenerator(cfg.latent_dim, shape, cfg.hidden, cfg.depth, cfg.num_classes, tanh_output=len(shape) == 3,
+                         output_stretch=cfg.output_stretch)
         d = MLPDiscriminator(shape, cfg.hidden, cfg.depth, cfg.num_classes, spectral_norm=sn)
     return GAN(g, d, cfg.latent_dim, cfg.num_classes)
 

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from elbolab.gan.config import GANNorm
 
 __all__ = ["DCGANGenerator", "DCGANDiscriminator", "MLPGenerator", "MLPDiscriminator",
-           "PixelNorm", "dcgan_stages", "dcgan_init_", "apply_spectral_norm"]
+           "PixelNorm", "StretchedTanh", "dcgan_stages", "dcgan_init_", "apply_spectral_norm"]
 
 
 def _check_pos(owner: str, **values: int) -> None:
@@ -157,16 +157,42 @@ class _Projection(nn.Module):
 # --------------------------------------------------------------------------------------------------
 # DCGAN (28x28x1, 32x32x3)
 # --------------------------------------------------------------------------------------------------
+class StretchedTanh(nn.Module):
+    """``x = clamp(stretch * tanh(h), -1, 1)``, elementwise; ``stretch = 1`` is tanh itself.
+
+    A tanh reaches the ends of [-1, 1] only as h -> +-inf, and the last 8-bit level of MNIST's background (x below
+    -1 + 1/255) needs h < -3.1, where tanh' is 0.008: a generator then leaves a faint haze of values 1..30 / 255
+    over the background, invisible in a grid, that a linear model on pixels separates from real images at
+    once (the D* check of lecture notes 003). Stretching by ``stretch > 1`` makes both ends exact at the
+    finite |h| = atanh(1 / stretch) (1.52 for 1.1, where the slope before the clip is still 0.2), so the
+    point masses of the data at black and white are reachable.
+    """
+
+    def __init__(self, stretch: float = 1.0) -> None:
+        super().__init__()
+        if not (isinstance(stretch, (int, float)) and math.isfinite(stretch) and stretch >= 1.0):
+            raise ValueError(f"StretchedTanh: stretch = {stretch!r} must be a finite number >= 1 (1 = plain tanh)")
+        self.stretch = float(stretch)
+
+    def forward(self, h: Tensor) -> Tensor:
+        x = torch.tanh(h)
+        return x if self.stretch == 1.0 else (self.stretch * x).clamp(-1.0, 1.0)
+
+    def extra_repr(self) -> str:
+        return f"stretch={self.stretch:g}"
+
+
 class DCGANGenerator(nn.Module):
     """``z: (B, latent_dim), y: (B,) or None -> x: (B, out_channels, S, S)`` in [-1, 1].
 
     ``Linear -> (c_0, s, s)``, then per stage ``norm, ReLU, ConvTranspose2d(k=4, s=2, p=1)`` halving the width
     (``c_0 = channels * 2^(stages - 1)``, ..., ``channels``), then ``norm, ReLU, Conv2d(3x3) -> out_channels``
-    and tanh. ``s = S / 2^stages`` (:func:`dcgan_stages`).
+    and tanh (stretched by ``output_stretch``, :class:`StretchedTanh`). ``s = S / 2^stages``
+    (:func:`dcgan_stages`).
     """
 
     def __init__(self, latent_dim: int, out_channels: int, image_size: int, channels: int = 64,
-                 num_classes: int = 0, norm: GANNorm | str = GANNorm.PIXEL) -> None:
+                 num_classes: int = 0, norm: GANNorm | str = GANNorm.PIXEL, output_stretch: float = 1.0) -> None:
         super().__init__()
         _check_pos("DCGANGenerator", latent_dim=latent_dim, out_channels=out_channels, channels=channels)
         _check_classes("DCGANGenerator", num_classes)
@@ -182,7 +208,8 @@ class DCGANGenerator(nn.Module):
         layers: list[nn.Module] = []
         for a, b in zip(widths[:-1], widths[1:]):
             layers += [_norm(norm, a), nn.ReLU(), nn.ConvTranspose2d(a, b, kernel_size=4, stride=2, padding=1)]
-        layers += [_norm(norm, widths[-1]), nn.ReLU(), nn.Conv2d(widths[-1], out_channels, 3, padding=1), nn.Tanh()]
+        layers += [_norm(norm, widths[-1]), nn.ReLU(), nn.Conv2d(widths[-1], out_channels, 3, padding=1),
+                   StretchedTanh(output_stretch)]
         self.body = nn.Sequential(*layers)
         dcgan_init_(self)
 
@@ -242,11 +269,12 @@ def _mlp(widths: Sequence[int], act: nn.Module) -> list[nn.Module]:
 class MLPGenerator(nn.Module):
     """``z: (B, latent_dim), y -> x: (B, *data_shape)``: ``depth`` hidden layers of ``hidden`` units (ReLU).
 
-    ``tanh_output``: squash to [-1, 1] (images); toy data in R^D leave it off.
+    ``tanh_output``: squash to [-1, 1] (images; stretched by ``output_stretch``, :class:`StretchedTanh`); toy data
+    in R^D leave it off.
     """
 
     def __init__(self, latent_dim: int, data_shape: Sequence[int], hidden: int = 128, depth: int = 2,
-                 num_classes: int = 0, tanh_output: bool = False) -> None:
+                 num_classes: int = 0, tanh_output: bool = False, output_stretch: float = 1.0) -> None:
         super().__init__()
         data_shape = tuple(int(d) for d in data_shape)
         _check_pos("MLPGenerator", latent_dim=latent_dim, hidden=hidden, depth=depth)
@@ -257,7 +285,7 @@ class MLPGenerator(nn.Module):
         self.label_input = _LabelInput(latent_dim, num_classes)
         widths = [self.label_input.out_features] + [hidden] * depth
         self.net = nn.Sequential(*_mlp(widths, nn.ReLU()), nn.Linear(hidden, math.prod(data_shape)),
-                                 *([nn.Tanh()] if tanh_output else []))
+                                 *([StretchedTanh(output_stretch)] if tanh_output else []))
 
     def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         if z.ndim != 2 or z.shape[1] != self.latent_dim:
