@@ -533,17 +533,20 @@ def merge_tables(base_path: Path, part_path: Path, out: Path, argv: list[str] | 
         extras.append(extra)
         replaced.append(extra.get("row"))
     sources = base.get("sources") or [{k: base.get(k) for k in ("command", "host", "minutes")}]
+    sources = [src for src in sources if src.get("command") != part.get("command")]  # a re-merge replaces its own
     sources = [*sources, {"command": part.get("command"), "host": part.get("host"), "minutes": part.get("minutes"),
-                          "rows": replaced}]
+                          "rows": replaced, "grids": str(part_path.with_suffix(".png"))}]
     row_names = lambda t: [e.get("row") for e in t["extra"][1:]]  # noqa: E731
     merged_png = merge_grids_png((base_path.with_suffix(".png"), row_names(base)),
                                  (part_path.with_suffix(".png"), row_names(part)), row_names({"extra": extras}),
                                  out.with_suffix(".png"))
-    header = (families_header(base["minutes"]) +
-              f"Rows {', '.join(replaced)} retrained and scored by `{part.get('command')}` on "
-              f"{(part.get('host') or {}).get('cpu', 'an unnamed host')} (grids: `{part_path.with_suffix('.png')}`"
-              f"{', also in ' + repr(str(out.with_suffix('.png'))) if merged_png else ''}); "
-              "the rest by the commands in the JSON's `sources`.\n\n")
+    header = families_header(base["minutes"]) + "".join(
+        f"Rows {', '.join(src['rows'])} retrained and scored by `{src.get('command')}` on "
+        f"{(src.get('host') or {}).get('cpu', 'an unnamed host')}"
+        f"{' (grids: `' + src['grids'] + '`)' if src.get('grids') else ''}.\n"
+        for src in sources if src.get("rows")) + (
+        f"The rest by the commands in the JSON's `sources`. Grids of every row: `{out.with_suffix('.png')}`.\n\n"
+        if merged_png else "The rest by the commands in the JSON's `sources`.\n\n")
     table = [QualityRow(**r) for r in rows]
     atomic_write_text(out.with_suffix(".md"), header + format_quality_table(table) + "\n\n" +
                       rows_detail(extras[1:]) + "\n")
