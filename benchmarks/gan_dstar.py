@@ -1,5 +1,6 @@
 """The D* = 1/2 check (lecture notes 003; issue 17) of trained GAN runs side by side, with the pixel statistics
-that tell a linear model where generated images differ from real ones.
+that tell a linear model where generated images differ from real ones; a run of any other family is checked on
+the same yardstick from its sampler's images (``--sampler``, ``--sampler-steps``: a classifier two-sample test).
 
     python benchmarks/gan_dstar.py --data-dir ../shared/data/mnist --runs runs/gan_a runs/gan_b \\
         --out benchmarks/results/gan_dstar
@@ -26,10 +27,11 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import dstar_checks, read_run  # noqa: E402  (the families table's own check and run reader)
+from quality import RunSampler, dstar_checks, read_run  # noqa: E402  (the families table's check, reader, sampler)
 
 from elbolab.config import DataConfig  # noqa: E402
 from elbolab.data import load_dataset  # noqa: E402
+from elbolab.evaluate.samples import draw_in_batches  # noqa: E402
 from elbolab.gan import sample_gan  # noqa: E402
 from elbolab.host import host_info  # noqa: E402
 from elbolab.io import atomic_write_text  # noqa: E402
@@ -51,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--data-dir", default="")
-    p.add_argument("--runs", nargs="+", required=True, help="GAN run folders, one row each")
+    p.add_argument("--runs", nargs="+", required=True, help="run folders, one row each (GAN or any family)")
+    p.add_argument("--sampler", default=None, help="sampler of a non-GAN run (default: its config's)")
+    p.add_argument("--sampler-steps", type=int, default=None, help="steps of that sampler (default: its config's)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default="benchmarks/results/gan_dstar")
@@ -69,16 +73,19 @@ def main(argv: list[str] | None = None) -> int:
         info, run = read_run(Path(run_dir)), load_run(run_dir)
         records = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines() if line]
         steps = max((r["step"] for r in records if "step" in r), default=None)
-        checks = [dstar_checks(run, args.dataset, args.data_dir, seed) for seed in range(args.seeds)]
+        sampler = None if run.config.family == "gan" else RunSampler(run, args.sampler, args.sampler_steps)
+        checks = [dstar_checks(run, args.dataset, args.data_dir, seed, sampler=sampler) for seed in range(args.seeds)]
         summary = {space: {k: {"mean": statistics.fmean(c[space][k] for c in checks),
                                "stdev": statistics.stdev(c[space][k] for c in checks) if len(checks) > 1 else 0.0}
                            for k in ("d_real", "d_fake", "accuracy")} for space in SPACES}
         with torch.no_grad():
-            fake = sample_gan(run.model.eval(), len(test), torch.Generator().manual_seed(0)).images
+            fake = (sample_gan(run.model.eval(), len(test), torch.Generator().manual_seed(0)).images if sampler is None
+                    else draw_in_batches(sampler, len(test), 250, torch.Generator().manual_seed(0)).images)
         levels = torch.round((fake.clamp(-1, 1) + 1) * 127.5).to(torch.int64)
-        gan = run.config.model.gan
-        rows.append({"run": str(run_dir), "steps": steps, "train_minutes": info.train_minutes,
-                     "train_img_per_s": info.train_img_per_s, "output_stretch": getattr(gan, "output_stretch", 1.0),
+        gan = run.config.model.gan if sampler is None else None
+        rows.append({"run": str(run_dir), "family": run.config.family,
+                     "sampler": "generator" if sampler is None else sampler.method, "steps": steps,
+                     "train_minutes": info.train_minutes, "train_img_per_s": info.train_img_per_s, "output_stretch": getattr(gan, "output_stretch", None),
                      "dstar": summary, "checks": checks, "pixel_stats": pixel_stats(levels, never)})
         logger.info("%s: 8-bit accuracy %.3f, features accuracy %.3f", run_dir,
                     summary["pixels_8bit"]["accuracy"]["mean"], summary["features"]["accuracy"]["mean"])
@@ -100,8 +107,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         acc = " | ".join(f"{r['dstar'][k]['accuracy']['mean']:.3f} ± {r['dstar'][k]['accuracy']['stdev']:.3f}"
                          for k in SPACES)
-        lines.append(f"| {r['run']} | {r['steps']} | {r['train_minutes']:.1f} | {r['output_stretch']:g} | {acc} | "
-                     f"{stats} |")
+        stretch = "-" if r["output_stretch"] is None else f"{r['output_stretch']:g}"
+        lines.append(f"| {r['run']} ({r['family']}, {r['sampler']}) | {r['steps']} | {r['train_minutes']:.1f} | "
+                     f"{stretch} | {acc} | {stats} |")
     atomic_write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
     return 0
 

@@ -346,15 +346,20 @@ def rows_detail(extras: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def dstar_checks(run: Run, dataset: str, data_dir: str, seed: int, n: int = 2000) -> dict[str, Any]:
-    """The D* = 1/2 check of lecture notes 003 for a GAN run: a fresh logistic discriminator fitted on half of ``n``
-    held-out real test images against as many generated ones, read on the other half, on pixels and on the
-    shipped feature network's features (:func:`elbolab.gan.gan_dstar_check`)."""
+def dstar_checks(run: Run, dataset: str, data_dir: str, seed: int, n: int = 2000,
+                 sampler: RunSampler | None = None) -> dict[str, Any]:
+    """The D* = 1/2 check of lecture notes 003: a fresh logistic discriminator fitted on half of ``n`` held-out
+    real test images against as many generated ones, read on the other half, on pixels, on pixels rounded to 8
+    bits and on the shipped feature network's features. For a GAN run (``sampler`` None) the generator draws the
+    samples (:func:`elbolab.gan.gan_dstar_check`); for any other family ``sampler`` does (the same check read as a
+    classifier two-sample test, Lopez-Paz & Oquab 2017, so that every family is measured on the GAN's yardstick).
+    """
     import dataclasses as dc
 
     from elbolab.evaluate import extract_features
     from elbolab.evaluate.features import load_feature_network
-    from elbolab.gan import gan_dstar_check
+    from elbolab.evaluate.samples import draw_in_batches
+    from elbolab.gan import fresh_discriminator_check, gan_dstar_check
 
     test = load_dataset(DataConfig(name=dataset, data_dir=data_dir, split="test", limit=n))
     real, _ = test.batch(torch.arange(len(test)))
@@ -364,8 +369,19 @@ def dstar_checks(run: Run, dataset: str, data_dir: str, seed: int, n: int = 2000
     # generated images rounded to the 8-bit levels the real ones have (the raw tanh output never reaches the
     # exact -1 of an MNIST background, which a linear model on raw pixels picks up at once)
     to_8bit = lambda x: torch.round((x.clamp(-1, 1) + 1.0) * 127.5) / 127.5 - 1.0  # noqa: E731
+    fake = None
+    if sampler is not None:  # one sample set for every space; the split continues the sampling generator's stream
+        g = torch.Generator().manual_seed(seed)
+        fake = draw_in_batches(sampler, len(real), 250, g).images.to(real.dtype)  # floats, not 8-bit
+        state = g.get_state()
     for name, fn in (("pixels", None), ("pixels_8bit", to_8bit), ("features", features)):
-        check = gan_dstar_check(run.model, real, torch.Generator().manual_seed(seed), feature_fn=fn)
+        if fake is None:
+            check = gan_dstar_check(run.model, real, torch.Generator().manual_seed(seed), feature_fn=fn)
+        else:
+            g.set_state(state)
+            with torch.no_grad():
+                r, f = (real, fake) if fn is None else (fn(real), fn(fake))
+            check = fresh_discriminator_check(r, f, g)
         out[name] = dc.asdict(check)
         logger.info("D* check on %s: D(real) %.3f, D(fake) %.3f, accuracy %.3f", name, check.d_real, check.d_fake,
                     check.accuracy)

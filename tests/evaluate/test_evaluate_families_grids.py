@@ -54,3 +54,30 @@ def test_merge_takes_each_rows_panel_from_the_table_that_scored_it(quality, tmp_
     assert not (tmp_path / "none.png").exists()
     with Image.open(out) as im:
         assert im.mode == "RGB"
+
+
+def test_dstar_checks_of_any_family_read_real_images_as_real_and_noise_as_fake(quality, shared_data):
+    """The D* check on a non-GAN family's sampler: images drawn from MNIST's own training split cannot be told
+    from its test split (accuracy near the real-against-real floor in every space), uniform noise is told apart
+    at once."""
+    from elbolab.config import DataConfig
+    from elbolab.data import load_dataset
+
+    folder = shared_data / "mnist"
+    if not folder.is_dir():
+        pytest.skip(f"real MNIST files not found in {folder}")
+    train = load_dataset(DataConfig(name="mnist", data_dir=str(folder), split="train", limit=1200))
+    pool, _ = train.batch(torch.arange(len(train)))
+
+    def real_sampler(b, generator):
+        return pool[torch.randint(len(pool), (b,), generator=generator)]
+
+    def noise_sampler(b, generator):
+        return torch.rand(b, 1, 28, 28, generator=generator) * 2 - 1
+
+    same = quality.dstar_checks(None, "mnist", str(folder), 0, n=600, sampler=real_sampler)
+    noise = quality.dstar_checks(None, "mnist", str(folder), 0, n=600, sampler=noise_sampler)
+    for space in ("pixels", "pixels_8bit", "features"):
+        assert same[space]["accuracy"] < 0.72, (space, same[space])
+        assert noise[space]["accuracy"] > 0.97, (space, noise[space])
+        assert noise[space]["d_fake"] < 0.05 < 0.95 < noise[space]["d_real"], (space, noise[space])
