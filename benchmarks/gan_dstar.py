@@ -49,6 +49,34 @@ def pixel_stats(levels: torch.Tensor, never_inked: torch.Tensor) -> dict[str, fl
             "ink_where_real_never": float((levels[:, 0][:, never_inked] > 0).any(1).double().mean())}
 
 
+class GeneratorSampler:
+    """``sample_fn(batch, generator)`` of a GAN's generator in eval mode."""
+
+    method = "generator"
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+
+    def __call__(self, b: int, generator: torch.Generator) -> torch.Tensor:
+        with torch.no_grad():
+            return sample_gan(self.model.eval(), b, generator).images
+
+
+class Snapped:
+    """A sampler whose images have every pixel below the 8-bit ``level`` set to black (-1)."""
+
+    def __init__(self, inner: Any, level: int) -> None:
+        self.inner, self.level = inner, level
+
+    @property
+    def method(self) -> str:
+        return f"{self.inner.method}, levels < {self.level} snapped to 0"
+
+    def __call__(self, b: int, generator: torch.Generator) -> torch.Tensor:
+        x = self.inner(b, generator).clamp(-1, 1)
+        return torch.where((x + 1) * 127.5 < self.level - 0.5, torch.full_like(x, -1.0), x)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="mnist")
@@ -56,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", nargs="+", required=True, help="run folders, one row each (GAN or any family)")
     p.add_argument("--sampler", default=None, help="sampler of a non-GAN run (default: its config's)")
     p.add_argument("--sampler-steps", type=int, default=None, help="steps of that sampler (default: its config's)")
+    p.add_argument("--snap-below", type=int, default=0, metavar="LEVEL",
+                   help="diagnostic: set the samples' 8-bit levels below LEVEL to black before every check (how much "
+                        "of a gap is a faint background haze)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default="benchmarks/results/gan_dstar")
@@ -74,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         records = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines() if line]
         steps = max((r["step"] for r in records if "step" in r), default=None)
         sampler = None if run.config.family == "gan" else RunSampler(run, args.sampler, args.sampler_steps)
+        if args.snap_below > 0:
+            sampler = Snapped(sampler or GeneratorSampler(run.model), args.snap_below)
         checks = [dstar_checks(run, args.dataset, args.data_dir, seed, sampler=sampler) for seed in range(args.seeds)]
         summary = {space: {k: {"mean": statistics.fmean(c[space][k] for c in checks),
                                "stdev": statistics.stdev(c[space][k] for c in checks) if len(checks) > 1 else 0.0}
@@ -82,10 +115,11 @@ def main(argv: list[str] | None = None) -> int:
             fake = (sample_gan(run.model.eval(), len(test), torch.Generator().manual_seed(0)).images if sampler is None
                     else draw_in_batches(sampler, len(test), 250, torch.Generator().manual_seed(0)).images)
         levels = torch.round((fake.clamp(-1, 1) + 1) * 127.5).to(torch.int64)
-        gan = run.config.model.gan if sampler is None else None
+        gan = run.config.model.gan if run.config.family == "gan" else None
         rows.append({"run": str(run_dir), "family": run.config.family,
                      "sampler": "generator" if sampler is None else sampler.method, "steps": steps,
-                     "train_minutes": info.train_minutes, "train_img_per_s": info.train_img_per_s, "output_stretch": getattr(gan, "output_stretch", None),
+                     "train_minutes": info.train_minutes, "train_img_per_s": info.train_img_per_s,
+                     "output_stretch": getattr(gan, "output_stretch", None),
                      "dstar": summary, "checks": checks, "pixel_stats": pixel_stats(levels, never)})
         logger.info("%s: 8-bit accuracy %.3f, features accuracy %.3f", run_dir,
                     summary["pixels_8bit"]["accuracy"]["mean"], summary["features"]["accuracy"]["mean"])
