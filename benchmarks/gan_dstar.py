@@ -49,21 +49,8 @@ def pixel_stats(levels: torch.Tensor, never_inked: torch.Tensor) -> dict[str, fl
             "ink_where_real_never": float((levels[:, 0][:, never_inked] > 0).any(1).double().mean())}
 
 
-class GeneratorSampler:
-    """``sample_fn(batch, generator)`` of a GAN's generator in eval mode."""
-
-    method = "generator"
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.model = model
-
-    def __call__(self, b: int, generator: torch.Generator) -> torch.Tensor:
-        with torch.no_grad():
-            return sample_gan(self.model.eval(), b, generator).images
-
-
 class Snapped:
-    """A sampler whose images have every pixel below the 8-bit ``level`` set to black (-1)."""
+    """A sampler whose ``(B, C, H, W)`` images in [-1, 1] have every pixel below the 8-bit ``level`` set to black."""
 
     def __init__(self, inner: Any, level: int) -> None:
         self.inner, self.level = inner, level
@@ -82,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--data-dir", default="")
     p.add_argument("--runs", nargs="+", required=True, help="run folders, one row each (GAN or any family)")
-    p.add_argument("--sampler", default=None, help="sampler of a non-GAN run (default: its config's)")
+    p.add_argument("--sampler", default=None,
+                   help="sampler of the runs' family (default: each run's config's; a GAN's is its generator)")
     p.add_argument("--sampler-steps", type=int, default=None, help="steps of that sampler (default: its config's)")
     p.add_argument("--snap-below", type=int, default=0, metavar="LEVEL",
                    help="diagnostic: set the samples' 8-bit levels below LEVEL to black before every check (how much "
@@ -91,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default="benchmarks/results/gan_dstar")
     args = p.parse_args(argv)
+    if not 0 <= args.snap_below <= 256:
+        p.error(f"--snap-below {args.snap_below}: an 8-bit level in 0..256 (0 = off)")
+    if args.seeds < 1:
+        p.error(f"--seeds {args.seeds}: must be >= 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -104,9 +96,11 @@ def main(argv: list[str] | None = None) -> int:
         info, run = read_run(Path(run_dir)), load_run(run_dir)
         records = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines() if line]
         steps = max((r["step"] for r in records if "step" in r), default=None)
-        sampler = None if run.config.family == "gan" else RunSampler(run, args.sampler, args.sampler_steps)
+        plain_gan = run.config.family == "gan" and args.sampler is None and args.snap_below == 0
+        # a plain GAN run keeps gan_dstar_check's own sampling (the random streams of the committed GAN rows)
+        sampler = None if plain_gan else RunSampler(run, args.sampler, args.sampler_steps)
         if args.snap_below > 0:
-            sampler = Snapped(sampler or GeneratorSampler(run.model), args.snap_below)
+            sampler = Snapped(sampler, args.snap_below)
         checks = [dstar_checks(run, args.dataset, args.data_dir, seed, sampler=sampler) for seed in range(args.seeds)]
         summary = {space: {k: {"mean": statistics.fmean(c[space][k] for c in checks),
                                "stdev": statistics.stdev(c[space][k] for c in checks) if len(checks) > 1 else 0.0}
@@ -148,5 +142,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """``main`` with elbolab's errors (a bad sampler name, an unreadable run folder) as one line and exit 2."""
+    from elbolab.errors import ElbolabError
+
+    try:
+        return main(argv)
+    except (ElbolabError, ValueError, OSError) as e:
+        logger.error("%s", e)
+        print(f"gan_dstar.py: error: {e}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli())

@@ -35,7 +35,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors import safe_open
@@ -346,14 +346,18 @@ def rows_detail(extras: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def dstar_checks(run: Run, dataset: str, data_dir: str, seed: int, n: int = 2000,
-                 sampler: RunSampler | None = None) -> dict[str, Any]:
+def dstar_checks(run: Run | None, dataset: str, data_dir: str, seed: int, n: int = 2000,
+                 sampler: Callable[[int, torch.Generator], torch.Tensor] | None = None) -> dict[str, Any]:
     """The D* = 1/2 check of lecture notes 003: a fresh logistic discriminator fitted on half of ``n`` held-out
     real test images against as many generated ones, read on the other half, on pixels, on pixels rounded to 8
     bits and on the shipped feature network's features. For a GAN run (``sampler`` None) the generator draws the
     samples (:func:`elbolab.gan.gan_dstar_check`); for any other family ``sampler`` does (the same check read as a
-    classifier two-sample test, Lopez-Paz & Oquab 2017, so that every family is measured on the GAN's yardstick).
-    """
+    classifier two-sample test, Lopez-Paz & Oquab 2017, so that every family is measured on the GAN's yardstick):
+    ``sampler(b, generator)`` returns ``(b, C, H, W)`` float images in [-1, 1] (e.g. a :class:`RunSampler`).
+    Returns ``{"pixels" | "pixels_8bit" | "features": FreshDiscriminatorCheck as a dict}``."""
+    if sampler is None and (run is None or run.config.family != "gan"):
+        raise ValueError("dstar_checks needs a sampler for a run that is not a GAN (got run = "
+                         f"{None if run is None else run.config.family!r} and no sampler)")
     import dataclasses as dc
 
     from elbolab.evaluate import extract_features

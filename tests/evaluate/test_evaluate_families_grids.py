@@ -1,5 +1,6 @@
 """The families table's grids figure survives a --merge: benchmarks/quality.py splits a grids_png figure back
-into its titled panels and composes the merged figure from each row's panel."""
+into its titled panels and composes the merged figure from each row's panel. And its D* check
+(``dstar_checks``) on any family's sampler."""
 
 import importlib.util
 import sys
@@ -81,3 +82,8 @@ def test_dstar_checks_of_any_family_read_real_images_as_real_and_noise_as_fake(q
         assert same[space]["accuracy"] < 0.72, (space, same[space])
         assert noise[space]["accuracy"] > 0.97, (space, noise[space])
         assert noise[space]["d_fake"] < 0.05 < 0.95 < noise[space]["d_real"], (space, noise[space])
+
+
+def test_dstar_checks_without_a_sampler_needs_a_gan_run(quality):
+    with pytest.raises(ValueError, match="needs a sampler"):
+        quality.dstar_checks(None, "mnist", "", 0)
